@@ -1,0 +1,111 @@
+"""Named DeepSeek-V3-architecture configurations.
+
+`tiny` is the embedded CPU default (a few million parameters, every DeepSeek-V3 feature switched on: MLA, dense
+then MoE layers, fine-grained routed experts in groups plus a shared expert, one MTP module). `small` fits one
+GPU. `deepseek-v3` and `deepseek-v2-lite` are the released architectures (weights loaded from a checkpoint dir).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from posttrain.tokenizer import VOCAB_SIZE
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=128,
+        intermediate_size=384,
+        moe_intermediate_size=64,
+        num_hidden_layers=4,
+        first_k_dense_replace=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        q_lora_rank=64,
+        kv_lora_rank=32,
+        qk_nope_head_dim=16,
+        qk_rope_head_dim=16,
+        v_head_dim=32,
+        n_routed_experts=16,
+        n_shared_experts=1,
+        num_experts_per_tok=2,
+        n_group=4,
+        topk_group=2,
+        routed_scaling_factor=1.0,
+        num_nextn_predict_layers=1,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+    ),
+    "small": dict(
+        vocab_size=32000,
+        hidden_size=768,
+        intermediate_size=3072,
+        moe_intermediate_size=384,
+        num_hidden_layers=12,
+        first_k_dense_replace=1,
+        num_attention_heads=12,
+        num_key_value_heads=12,
+        q_lora_rank=384,
+        kv_lora_rank=256,
+        qk_nope_head_dim=64,
+        qk_rope_head_dim=32,
+        v_head_dim=64,
+        n_routed_experts=32,
+        n_shared_experts=1,
+        num_experts_per_tok=4,
+        n_group=4,
+        topk_group=2,
+        routed_scaling_factor=2.5,
+        num_nextn_predict_layers=1,
+        max_position_embeddings=4096,
+    ),
+    # The released DeepSeek-V3 / R1 configuration (config.json of deepseek-ai/DeepSeek-V3).
+    "deepseek-v3": dict(
+        vocab_size=129280,
+        hidden_size=7168,
+        intermediate_size=18432,
+        moe_intermediate_size=2048,
+        num_hidden_layers=61,
+        first_k_dense_replace=3,
+        num_attention_heads=128,
+        num_key_value_heads=128,
+        q_lora_rank=1536,
+        kv_lora_rank=512,
+        qk_nope_head_dim=128,
+        qk_rope_head_dim=64,
+        v_head_dim=128,
+        n_routed_experts=256,
+        n_shared_experts=1,
+        num_experts_per_tok=8,
+        n_group=8,
+        topk_group=4,
+        routed_scaling_factor=2.5,
+        norm_topk_prob=True,
+        num_nextn_predict_layers=1,
+        max_position_embeddings=163840,
+    ),
+    # DeepSeek-V2-Lite's shapes in the V3 definition (V2-Lite has no q compression and no MTP).
+    "deepseek-v2-lite": dict(
+        vocab_size=102400,
+        hidden_size=2048,
+        intermediate_size=10944,
+        moe_intermediate_size=1408,
+        num_hidden_layers=27,
+        first_k_dense_replace=1,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        q_lora_rank=None,
+        kv_lora_rank=512,
+        qk_nope_head_dim=128,
+        qk_rope_head_dim=64,
+        v_head_dim=128,
+        n_routed_experts=64,
+        n_shared_experts=2,
+        num_experts_per_tok=6,
+        n_group=1,
+        topk_group=1,
+        routed_scaling_factor=1.0,
+        num_nextn_predict_layers=0,
+        max_position_embeddings=163840,
+    ),
+}
