@@ -15,8 +15,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         vocab_size=VOCAB_SIZE,
         hidden_size=128,
-        intermediate_size=384,
-        moe_intermediate_size=64,
+        intermediate_size=512,
+        moe_intermediate_size=96,
         num_hidden_layers=4,
         first_k_dense_replace=1,
         num_attention_heads=4,
