@@ -1,0 +1,39 @@
+"""Reward functions for GRPO, distillation (verification) and eval: the one verifier of the project.
+
+A reward has TRL's signature, `fn(prompts, completions, **columns) -> list[float | None]`; completions are strings
+or chat-message lists, and None means "not applicable to this row" (or "could not score", see `fallback`).
+
+Public API:
+
+- `get_reward(spec) -> RewardFunc`: a builtin name (`math`, `code`, `format`, `length`, `repetition`,
+  `reward_model`, `judge`), an installed plugin (entry-point group `posttrain.rewards`), `package.module:function`,
+  `path/to/file.py:function`, or a dict `{"name": ..., **params}` configuring it (`{"name": "code", "timeout": 3}`).
+- `combine(funcs, weights) -> RewardFunc`: their weighted sum.
+- `check_columns(funcs, column_names)`: raise ValueError, before training, if a reward's column is missing.
+- `list_rewards() -> list[RewardInfo]`: builtins and installed plugins.
+
+Every returned reward has `__name__` (TRL logs under it), `required_columns` (tuple of column names), and
+`stats` (a `RewardStats`: `rows`, `failures`, `first_error`; `stats.as_dict()` for logging) with `failures` as a
+shortcut. A reward that raises or times out on a row scores that row `fallback` (None unless configured; 0.0 for
+`math` and `code`, where a hang is the completion's fault), counts it, and logs the first message once.
+
+>>> from rewards import get_reward
+>>> math_reward = get_reward("math")
+>>> math_reward(completions=["<think>...</think> The answer is \\\\boxed{42}."], solution=["#### 42"])
+[1.0]
+"""
+
+from rewards.base import Reward, RewardStats, completion_text
+from rewards.registry import RewardFunc, RewardInfo, check_columns, combine, get_reward, list_rewards
+
+__all__ = [
+    "Reward",
+    "RewardFunc",
+    "RewardInfo",
+    "RewardStats",
+    "check_columns",
+    "combine",
+    "completion_text",
+    "get_reward",
+    "list_rewards",
+]

@@ -1,0 +1,208 @@
+"""Resolve reward specs to callables: builtins, plugins, `module:function`, `file.py:function`, dict specs.
+
+Builtins and plugins are imported only when asked for, so listing them never imports torch or sympy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from rewards.base import Reward, RewardStats, Score
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "posttrain.rewards"
+RewardFunc = Callable[..., list[Score]]
+
+BUILTINS: dict[str, tuple[str, str]] = {
+    "math": ("rewards.math_accuracy:MathReward", "final answer equals column `solution` (math-verify)"),
+    "code": ("rewards.code_execution:CodeReward", "fraction of column `tests` passed in the local sandbox"),
+    "format": ("rewards.think_format:FormatReward", "R1 format: <think>...</think> then an answer"),
+    "length": ("rewards.length_shaping:LengthReward", "cosine length-scaled correctness, overlong penalty"),
+    "repetition": ("rewards.repetition:RepetitionReward", "n-gram repetition penalty"),
+    "reward_model": ("rewards.reward_model:RewardModelReward", "scalar score from a sequence-classification model"),
+    "judge": ("rewards.judge:JudgeReward", "generative judge with a rubric (local model or chat endpoint)"),
+}
+
+
+@dataclass(frozen=True)
+class RewardInfo:
+    """One line of `posttrain rewards list`."""
+
+    name: str
+    target: str
+    origin: str  # "builtin" or "plugin (<distribution>)"
+    summary: str
+
+
+def list_rewards() -> list[RewardInfo]:
+    """Builtins, then installed plugins (entry-point group `posttrain.rewards`), without importing any of them.
+
+    >>> [info.name for info in list_rewards()][:3]
+    ['math', 'code', 'format']
+    """
+    infos = [RewardInfo(name, target, "builtin", summary) for name, (target, summary) in BUILTINS.items()]
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "unknown"
+        infos.append(RewardInfo(ep.name, ep.value, f"plugin ({dist})", ""))
+    return infos
+
+
+def get_reward(spec: str | dict[str, Any] | RewardFunc) -> RewardFunc:
+    """Resolve `spec` to a reward function with TRL's signature and `__name__` set.
+
+    `spec` is a builtin name (`math`, `code`, ...), an installed plugin's name, `package.module:function`,
+    `path/to/file.py:function`, a callable, or a dict `{"name": <any of those>, **params}` whose params
+    configure the target (a builtin's options, or the arguments of a plugin's factory). Without params a class
+    is instantiated and a function is the reward itself. Functions that are not builtins are wrapped so that an
+    exception fails their batch (scored None and counted in `.stats`) instead of stopping training.
+
+    >>> get_reward("math").__name__, get_reward({"name": "code", "timeout": 3}).timeout
+    ('math', 3)
+    """
+    if callable(spec) and not isinstance(spec, type):
+        return spec if isinstance(spec, Reward) else _Guarded(spec)
+    params: dict[str, Any] = {}
+    if isinstance(spec, dict):
+        params = dict(spec)
+        name = params.pop("name", None)
+        if not isinstance(name, str):
+            raise ValueError(f"a reward spec dict needs a string 'name' (e.g. {{'name': 'code', 'timeout': 3}}), got {spec!r}")
+    elif isinstance(spec, str):
+        name = spec
+    else:
+        raise TypeError(f"a reward spec is a name, 'module:function', 'file.py:function' or a dict, got {spec!r}")
+    target = _load(name)
+    try:
+        reward = target(**params) if params or isinstance(target, type) else target
+    except TypeError as exc:
+        options = sorted(getattr(target, "__dataclass_fields__", {}))
+        raise ValueError(f"reward {name!r} rejected params {sorted(params)}: {exc}"
+                         + (f"; its options are {options}" if options else "")) from exc
+    if not callable(reward):
+        raise TypeError(f"reward {name!r} resolved to {reward!r}, which is not callable")
+    if not isinstance(reward, Reward):
+        reward = _Guarded(reward, name=name.rpartition(":")[2])
+    return reward
+
+
+def _load(name: str) -> Any:
+    """Import the object a name points at, trying builtin, plugin, file path and module path in that order."""
+    if name in BUILTINS:
+        return _import(BUILTINS[name][0])
+    plugins = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if name in plugins:
+        return plugins[name].load()
+    path, sep, attr = name.rpartition(":")
+    if sep and path.endswith(".py"):
+        file = Path(path)
+        if not file.is_file():
+            raise ValueError(f"reward {name!r}: file {file} does not exist")
+        module_spec = importlib.util.spec_from_file_location(f"posttrain_reward_{file.stem}", file)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return _attr(module, attr, name)
+    if sep:
+        return _import(name)
+    known = sorted(BUILTINS) + sorted(plugins)
+    raise ValueError(f"unknown reward {name!r}: use one of {known}, 'package.module:function' or "
+                     "'path/to/file.py:function'")
+
+
+def _import(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"reward {target!r}: cannot import module {module_name!r} ({exc})") from exc
+    return _attr(module, attr, target)
+
+
+def _attr(module: Any, attr: str, spec: str) -> Any:
+    if not hasattr(module, attr):
+        public = sorted(a for a in vars(module) if not a.startswith("_"))
+        raise ValueError(f"reward {spec!r}: {module.__name__} has no attribute {attr!r}; it has {public}")
+    return getattr(module, attr)
+
+
+class _Guarded:
+    """Wraps a user reward function: same call, failures counted and turned into None for the batch."""
+
+    def __init__(self, func: RewardFunc, name: str | None = None) -> None:
+        self.func = func
+        self.__name__ = getattr(func, "__name__", None) or name or "reward"
+        self.required_columns = tuple(getattr(func, "required_columns", ()))
+        self.stats = RewardStats()
+
+    @property
+    def failures(self) -> int:
+        """How many rows failed since this reward was built."""
+        return self.stats.failures
+
+    def __call__(self, prompts: Any = None, completions: Sequence[Any] = (), **columns: Any) -> list[Score]:
+        try:
+            scores = list(self.func(prompts=prompts, completions=completions, **columns))
+            if len(scores) != len(completions):
+                raise ValueError(f"returned {len(scores)} scores for {len(completions)} completions")
+        except Exception as exc:  # noqa: BLE001 - a failing plugin must not stop training
+            if self.stats.record(len(completions), [exc] * len(completions)):
+                logger.warning("reward %r failed (%s); its batch scores None", self.__name__, self.stats.first_error)
+            return [None] * len(completions)
+        self.stats.record(len(completions), [])
+        return scores
+
+
+def check_columns(funcs: Iterable[RewardFunc], column_names: Iterable[str]) -> None:
+    """Raise ValueError, before training, when a reward's `required_columns` are not all in `column_names`.
+
+    >>> check_columns([get_reward("math")], ["prompt", "solution"])
+    >>> check_columns([get_reward("code")], ["prompt", "solution"])
+    Traceback (most recent call last):
+    ...
+    ValueError: reward 'code' needs column 'tests', which the dataset lacks (it has ['prompt', 'solution'])
+    """
+    names = list(column_names)
+    for func in funcs:
+        for column in getattr(func, "required_columns", ()):
+            if column not in names:
+                raise ValueError(f"reward {func.__name__!r} needs column {column!r}, which the dataset lacks "
+                                 f"(it has {sorted(names)})")
+
+
+class _Combined:
+    """A weighted sum of rewards; see `combine`."""
+
+    def __init__(self, funcs: Sequence[RewardFunc], weights: Sequence[float]) -> None:
+        self.funcs, self.weights = list(funcs), [float(w) for w in weights]
+        self.__name__ = "+".join(f"{w:g}*{f.__name__}" for f, w in zip(self.funcs, self.weights, strict=True))
+        self.required_columns = tuple(dict.fromkeys(c for f in self.funcs for c in getattr(f, "required_columns", ())))
+
+    def __call__(self, prompts: Any = None, completions: Sequence[Any] = (), **columns: Any) -> list[Score]:
+        per_reward = [f(prompts=prompts, completions=completions, **columns) for f in self.funcs]
+        totals: list[Score] = []
+        for row in zip(*per_reward, strict=True):
+            present = [w * s for w, s in zip(self.weights, row, strict=True) if s is not None and not math.isnan(s)]
+            totals.append(sum(present) if present else None)
+        return totals
+
+
+def combine(funcs: Sequence[RewardFunc], weights: Sequence[float] | None = None) -> RewardFunc:
+    """One reward that is the weighted sum of several; rows a reward scores None are left out of the sum, as
+    TRL's `nansum` does, and a row all rewards score None stays None.
+
+    >>> both = combine([get_reward("format"), get_reward("math")], [0.5, 1.0])
+    >>> both(completions=["<think>x</think> \\\\boxed{2}"], solution=["2"])
+    [1.5]
+    """
+    weights = [1.0] * len(funcs) if weights is None else list(weights)
+    if len(weights) != len(funcs) or not funcs:
+        raise ValueError(f"combine needs one weight per reward: got {len(funcs)} rewards and {len(weights)} weights")
+    return _Combined(funcs, weights)

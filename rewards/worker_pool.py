@@ -1,0 +1,172 @@
+"""A bounded pool of worker processes that answers each task within a wall-clock bound.
+
+math-verify bounds its own work with `signal.alarm`, which works only in the main thread of the main interpreter;
+GRPO calls rewards from the trainer's thread and the eval harness from threads of its own. So verification runs
+with math-verify's timeouts off, in worker processes this pool kills and restarts when a task overruns: the caller
+gets a `TimeoutError` for that task within `timeout` seconds of its dispatch, from any thread or process.
+
+Workers are plain `python -c` subprocesses talking over pipes (not `multiprocessing` start methods), so a user's
+script without an `if __name__ == "__main__"` guard is never re-imported in a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+_READY = "ready"
+# The worker's import of the task function (sympy, for math) must not count against any task's time.
+_START_TIMEOUT_S = 120.0
+_SERVE = """
+import importlib, sys
+from multiprocessing.connection import Connection
+conn_in, conn_out = Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)
+module, _, name = sys.argv[3].partition(":")
+func = getattr(importlib.import_module(module), name)
+conn_out.send("ready")
+while True:
+    try:
+        args = conn_in.recv()
+    except EOFError:
+        break
+    try:
+        conn_out.send((True, func(*args)))
+    except Exception as exc:
+        conn_out.send((False, f"{type(exc).__name__}: {exc}"))
+"""
+
+
+class _Worker:
+    """One worker subprocess and its two pipe ends."""
+
+    def __init__(self, target: str) -> None:
+        task_r, task_w = os.pipe()
+        result_r, result_w = os.pipe()
+        # The package root goes on the path so the worker imports the same `rewards` the caller did.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                           os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SERVE, str(task_r), str(result_w), target],
+            pass_fds=(task_r, result_w), env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        os.close(task_r)
+        os.close(result_w)
+        self.tasks = Connection(task_w, readable=False)
+        self.results = Connection(result_r, writable=False)
+        self.ready = False
+        self.started = time.monotonic()
+        self.job: int | None = None
+        self.deadline = 0.0
+
+    def kill(self) -> None:
+        """Kill the worker (it may be stuck in C code that ignores everything else) and close its pipes."""
+        self.process.kill()
+        self.process.wait()
+        self.tasks.close()
+        self.results.close()
+
+
+class WorkerPool:
+    """Run `module:function` on argument tuples in `workers` processes, each call bounded by `timeout` seconds.
+
+    `map` returns, per task, the function's result, a `TimeoutError`, or a `RuntimeError` carrying the worker's
+    exception message. Thread-safe; a pool used after `fork` starts fresh workers in the child.
+    """
+
+    def __init__(self, target: str, workers: int, timeout: float) -> None:
+        if workers < 1 or timeout <= 0:
+            raise ValueError(f"WorkerPool needs workers >= 1 and timeout > 0, got workers={workers}, timeout={timeout}")
+        self.target, self.size, self.timeout = target, workers, timeout
+        self._lock = threading.Lock()
+        self._workers: list[_Worker] = []
+        self._pid = os.getpid()
+        self.restarts = 0
+        weakref.finalize(self, _kill_all, self._workers, self._pid)
+
+    def map(self, tasks: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Run every task; results come back in task order."""
+        with self._lock:
+            if self._pid != os.getpid():
+                # Pipes inherited through fork belong to the parent's workers.
+                # (A worker also exits by itself once its task pipe closes, so none outlives its owner.)
+                self._workers.clear()
+                self._pid = os.getpid()
+            while len(self._workers) < self.size:
+                self._workers.append(_Worker(self.target))
+            try:
+                return self._run(tasks)
+            except BaseException:
+                # Workers may hold tasks of this call; their late answers must not reach the next one.
+                _kill_all(self._workers, self._pid)
+                self._workers.clear()
+                raise
+
+    def _run(self, tasks: Sequence[tuple[Any, ...]]) -> list[Any]:
+        results: list[Any] = [None] * len(tasks)
+        pending = deque(range(len(tasks)))
+        busy = 0
+        while pending or busy:
+            for worker in self._workers:
+                if worker.ready and worker.job is None and pending:
+                    worker.job = pending.popleft()
+                    worker.deadline = time.monotonic() + self.timeout
+                    worker.tasks.send(tasks[worker.job])
+                    busy += 1
+            now = time.monotonic()
+            deadlines = [w.deadline if w.ready else w.started + _START_TIMEOUT_S for w in self._workers]
+            for conn in wait([w.results for w in self._workers], timeout=max(0.0, min(deadlines) - now)):
+                worker = next(w for w in self._workers if w.results is conn)
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    busy -= self._replace(worker, results, RuntimeError("verifier worker died"))
+                    continue
+                if message == _READY:
+                    worker.ready = True
+                    continue
+                ok, value = message
+                results[worker.job] = value if ok else RuntimeError(value)
+                worker.job = None
+                busy -= 1
+            now = time.monotonic()
+            for worker in list(self._workers):
+                late = worker.deadline if worker.job is not None else worker.started + _START_TIMEOUT_S
+                if (worker.job is not None or not worker.ready) and now >= late:
+                    busy -= self._replace(worker, results, TimeoutError(f"no answer within {self.timeout:g} s"))
+        return results
+
+    def _replace(self, worker: _Worker, results: list[Any], error: Exception) -> int:
+        """Kill `worker`, fail its task with `error`, start a replacement; returns 1 if a task was failed."""
+        worker.kill()
+        self._workers[self._workers.index(worker)] = _Worker(self.target)
+        self.restarts += 1
+        if not worker.ready:
+            # Not a bad input but a broken setup (an import error, say): every task would fail the same way.
+            raise RuntimeError(f"the worker for {self.target} did not start: {error}; run "
+                               f"`python -c 'import {self.target.partition(':')[0]}'` to see why")
+        if worker.job is None:
+            return 0
+        results[worker.job] = error
+        return 1
+
+    def close(self) -> None:
+        """Stop all workers."""
+        with self._lock:
+            _kill_all(self._workers, self._pid)
+            self._workers.clear()
+
+
+def _kill_all(workers: list[_Worker], owner: int) -> None:
+    if os.getpid() == owner:
+        for worker in workers:
+            worker.kill()
+
