@@ -1,0 +1,180 @@
+"""The `judge` reward: a generative model grades each completion against a rubric.
+
+The judge is a local Hugging Face causal-LM checkpoint, or any OpenAI-compatible chat-completions endpoint
+(`transformers serve`, vLLM, a hosted API), called with the standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import string
+import threading
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from rewards.base import Reward, Score
+from rewards.model_inputs import default_device, prompt_text
+
+DEFAULT_RUBRIC = """You are grading an answer to a question.
+
+Question:
+{prompt}
+
+Answer:
+{completion}
+
+Judge correctness, reasoning and clarity. Reply with one line "Score: N", where N is an integer from 0 to 10."""
+
+# Most to least explicit: "Score: 7", "Rating: 7/10", "[[7]]", then a bare "7/10".
+_VERDICTS = (
+    re.compile(r"(?i)\b(?:score|rating|grade)\s*[:=]?\s*\**\s*(?P<n>-?\d+(?:\.\d+)?)"),
+    re.compile(r"\[\[\s*(?P<n>-?\d+(?:\.\d+)?)\s*\]\]"),
+    re.compile(r"(?P<n>-?\d+(?:\.\d+)?)\s*/\s*10\b"),
+)
+
+
+class UnparseableVerdict(ValueError):
+    """The judge answered, but without a score in range."""
+
+
+def parse_verdict(reply: str, scale: float) -> float | None:
+    """The last score in a judge's reply, divided by `scale`; None when there is none in [0, scale].
+
+    >>> parse_verdict("Clear and correct.\\nScore: 8", 10), parse_verdict("**Rating:** 7/10", 10)
+    (0.8, 0.7)
+    >>> parse_verdict("I cannot decide.", 10) is None, parse_verdict("Score: 42", 10) is None
+    (True, True)
+    """
+    for pattern in _VERDICTS:
+        found = list(pattern.finditer(reply))
+        if found:
+            value = float(found[-1].group("n"))
+            return value / scale if 0 <= value <= scale else None
+    return None
+
+
+@dataclass
+class JudgeReward(Reward):
+    """A judge's rubric score for each completion, scaled to [0, 1]; an unparseable reply scores None and is
+    counted in `unparseable` (and in `stats.failures`).
+
+    `rubric` is a `str.format` template: `{prompt}`, `{completion}`, and any dataset column (e.g.
+    `{solution}`), which then becomes a required column. Set `model` (a local causal-LM checkpoint) or
+    `endpoint` (an OpenAI-compatible base URL such as `http://127.0.0.1:8000/v1`, with `api_model` naming the
+    served model; the key, if any, is read from the environment variable `api_key_env`).
+
+    Example (needs a judge): `get_reward({"name": "judge", "endpoint": "http://127.0.0.1:8000/v1",
+    "api_model": "judge"})`.
+    """
+
+    name: ClassVar[str] = "judge"
+
+    model: str = field(default="", metadata={"help": "Local causal-LM checkpoint used as the judge."})
+    endpoint: str = field(default="", metadata={"help": "OpenAI-compatible base URL (…/v1) of a chat judge."})
+    api_model: str = field(default="", metadata={"help": "The `model` field sent to the endpoint."})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the key."})
+    rubric: str = field(default=DEFAULT_RUBRIC, metadata={"help": "Prompt template; see the class docstring."})
+    scale: float = field(default=10.0, metadata={"help": "Top of the rubric's scale; scores are divided by it."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Length of the judge's reply."})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of the judge."})
+    request_timeout: float = field(default=60.0, metadata={"help": "Seconds per endpoint request."})
+    concurrency: int = field(default=8, metadata={"help": "Endpoint requests in flight at once."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call of a local judge."})
+    device: str = field(default="", metadata={"help": "Torch device of a local judge; empty means the trainer's."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if bool(self.model) == bool(self.endpoint):
+            raise ValueError("reward 'judge' needs exactly one of option 'model' (a local checkpoint) or "
+                             "'endpoint' (an OpenAI-compatible URL such as http://127.0.0.1:8000/v1)")
+        if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"reward 'judge': endpoint must be an http(s) URL, got {self.endpoint!r}")
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(self.rubric) if f}
+        except ValueError as exc:
+            raise ValueError(f"reward 'judge': rubric is not a valid format template ({exc})") from exc
+        # Every placeholder but the two we fill ourselves is a dataset column.
+        self.required_columns = tuple(sorted(fields - {"prompt", "completion"}))
+        self.optional_columns = ()
+        self.unparseable = 0
+        self._count_lock = threading.Lock()
+        self._local: tuple[Any, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_local", "_count_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _local=None, _count_lock=threading.Lock())
+
+    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> list[Score | BaseException]:
+        questions = [self.rubric.format(prompt=prompt_text(p), completion=t, **row)
+                     for p, t, row in zip(prompts, texts, rows, strict=True)]
+        replies = self._ask_endpoint(questions) if self.endpoint else self._ask_local(questions)
+        scores: list[Score | BaseException] = []
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                scores.append(reply)
+                continue
+            score = parse_verdict(reply, self.scale)
+            if score is None:
+                with self._count_lock:
+                    self.unparseable += 1
+                shown = reply if len(reply) <= 120 else reply[:117] + "..."
+                scores.append(UnparseableVerdict(f"no score in [0, {self.scale:g}] in the judge's reply {shown!r}"))
+            else:
+                scores.append(score)
+        return scores
+
+    def _ask_endpoint(self, questions: list[str]) -> list[str | BaseException]:
+        with ThreadPoolExecutor(max(1, min(self.concurrency, len(questions)))) as pool:
+            return list(pool.map(self._request, questions))
+
+    def _request(self, question: str) -> str | BaseException:
+        body = {"model": self.api_model, "messages": [{"role": "user", "content": question}],
+                "max_tokens": self.max_new_tokens, "temperature": self.temperature}
+        headers = {"Content-Type": "application/json"}
+        if os.environ.get(self.api_key_env):
+            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
+        request = urllib.request.Request(self.endpoint.rstrip("/") + "/chat/completions",
+                                         data=json.dumps(body).encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.request_timeout) as response:
+                return json.loads(response.read())["choices"][0]["message"]["content"] or ""
+        except Exception as exc:  # noqa: BLE001 - one failed request fails one row
+            return exc
+
+    def _ask_local(self, questions: list[str]) -> list[str | BaseException]:
+        import torch
+
+        tokenizer, model = self._load_local()
+        replies: list[str | BaseException] = []
+        for start in range(0, len(questions), self.batch_size):
+            batch = questions[start : start + self.batch_size]
+            if getattr(tokenizer, "chat_template", None):
+                batch = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                                       add_generation_prompt=True) for q in batch]
+            inputs = tokenizer(batch, return_tensors="pt", padding=True).to(model.device)
+            sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
+            with torch.inference_mode():
+                output = model.generate(**inputs, max_new_tokens=self.max_new_tokens,
+                                        pad_token_id=tokenizer.pad_token_id, **sampling)
+            new_tokens = output[:, inputs["input_ids"].shape[1] :]
+            replies.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        return replies
+
+    def _load_local(self) -> tuple[Any, Any]:
+        if self._local is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self.model)
+            # Decoder-only generation continues from the right end: pad on the left.
+            tokenizer.padding_side = "left"
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+            model = AutoModelForCausalLM.from_pretrained(self.model)
+            self._local = (tokenizer, model.to(self.device or default_device()).eval())
+        return self._local
