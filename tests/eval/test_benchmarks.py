@@ -1,0 +1,95 @@
+"""Benchmarks load, template their prompts, reject bad input by name, and score reference answers at 100%."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from eval.benchmarks import DEFAULT_TEMPLATES, load_benchmark
+from eval.scoring import score
+
+# The local GSM8K test split; override with POSTTRAIN_GSM8K. The repo sits beside `shared/` on the dev machines.
+GSM8K = Path(os.environ.get("POSTTRAIN_GSM8K", Path(__file__).resolve().parents[3] / "shared/data/gsm8k/test.jsonl"))
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_humaneval_canonical_solutions_score_100_percent() -> None:
+    bench = load_benchmark("humaneval")
+    assert len(bench.rows) == 164
+    result = score(bench, [[row["reference"]] for row in bench.rows])
+    assert result.metrics["pass@1"] == 1.0
+    assert "maj@1" not in result.metrics  # code answers are not voted on
+
+
+def test_humaneval_wrong_solutions_score_0_percent() -> None:
+    bench = load_benchmark("humaneval", limit=3)
+    result = score(bench, [["```python\ndef nothing():\n    pass\n```"]] * 3)
+    assert result.metrics["pass@1"] == 0.0
+
+
+@pytest.mark.skipif(not GSM8K.is_file(), reason=f"no local GSM8K test split at {GSM8K} (set POSTTRAIN_GSM8K)")
+def test_gsm8k_gold_answers_score_100_percent() -> None:
+    bench = load_benchmark(f"gsm8k:{GSM8K}")
+    assert len(bench.rows) == 1319
+    result = score(bench, [[row["reference"]] for row in bench.rows], ks=[1])
+    assert result.metrics["pass@1"] == 1.0
+    assert result.metrics["maj@1"] == 1.0
+
+
+@pytest.mark.skipif(not GSM8K.is_file(), reason=f"no local GSM8K test split at {GSM8K} (set POSTTRAIN_GSM8K)")
+def test_gsm8k_prompts_get_the_default_template_unless_overridden() -> None:
+    question = json.loads(GSM8K.read_text().splitlines()[0])["question"]
+    default = load_benchmark(f"gsm8k:{GSM8K}", limit=1).rows[0]["prompt"]
+    assert default == DEFAULT_TEMPLATES["gsm8k"].replace("{prompt}", question)
+    assert default.endswith("within \\boxed{}.")
+    custom = load_benchmark(f"gsm8k:{GSM8K}", prompt_template="Q: {prompt}\nA:", limit=1).rows[0]["prompt"]
+    assert custom == f"Q: {question}\nA:"
+
+
+def test_unknown_benchmark_lists_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown benchmark 'nope'.*'gsm8k'.*'humaneval'"):
+        load_benchmark("nope")
+
+
+def test_jsonl_row_missing_a_column_names_file_row_and_column(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "1+1?", "solution": "2"}, {"prompt": "2+2?"}])
+    with pytest.raises(ValueError, match=rf"{path} row 2: missing column 'solution'"):
+        load_benchmark(str(path))
+    path = _write_jsonl(tmp_path / "code.jsonl", [{"tests": "assert f() == 1"}])
+    with pytest.raises(ValueError, match=rf"{path} row 1: missing column 'prompt'"):
+        load_benchmark(str(path))
+
+
+def test_jsonl_row_that_is_not_json_names_file_and_row(tmp_path: Path) -> None:
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"prompt": "a", "solution": "1"}\n\n{"prompt": \n')
+    with pytest.raises(ValueError, match=rf"{path} row 3: not valid JSON"):
+        load_benchmark(str(path))
+
+
+def test_missing_jsonl_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="absent.jsonl does not exist"):
+        load_benchmark(str(tmp_path / "absent.jsonl"))
+
+
+def test_any_jsonl_is_scored_by_math_or_code_reward_from_its_columns(tmp_path: Path) -> None:
+    math = load_benchmark(str(_write_jsonl(tmp_path / "sums.jsonl", [{"prompt": "1+1?", "solution": "2"}])))
+    assert (math.name, math.reward) == ("sums", "math")
+    assert score(math, [["\\boxed{2}", "\\boxed{3}"]], ks=[1, 2]).metrics["pass@2"] == 1.0
+    rows = [{"prompt": "Write f.", "tests": ["assert f() == 1", "assert f() + 1 == 2"]}]
+    code = load_benchmark(str(_write_jsonl(tmp_path / "funcs.jsonl", rows)))
+    assert (code.name, code.reward) == ("funcs", "code")
+    assert score(code, [["```python\ndef f():\n    return 1\n```"]]).metrics["pass@1"] == 1.0
+
+
+def test_template_replaces_only_the_prompt_placeholder(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "t.jsonl", [{"prompt": "x={y}", "solution": "1"}])
+    bench = load_benchmark(str(path), prompt_template="{prompt} in \\boxed{}")
+    assert bench.rows[0]["prompt"] == "x={y} in \\boxed{}"
