@@ -95,6 +95,8 @@ class MathReward(Reward):
             elif answer == gold or _same_number(answer, gold):
                 # Equal strings or equal exact decimals: math-verify would say so too, so skip the round trip.
                 scores[i] = 1.0
+            elif _different_integers(answer, gold):
+                scores[i] = 0.0
             else:
                 tasks.append((gold, answer))
                 where.append(i)
@@ -113,3 +115,13 @@ class MathReward(Reward):
 def _same_number(a: str, b: str) -> bool:
     x, y = as_number(a), as_number(b)
     return x is not None and x == y
+
+
+# Below this, distinct integers stay distinct in math-verify's 15-digit numeric comparison too.
+_EXACT_INTEGERS = 10**12
+
+
+def _different_integers(a: str, b: str) -> bool:
+    x, y = as_number(a), as_number(b)
+    return (x is not None and y is not None and x.denominator == y.denominator == 1 and x != y
+            and "." not in a + b and max(abs(x), abs(y)) < _EXACT_INTEGERS)

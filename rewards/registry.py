@@ -5,6 +5,7 @@ Builtins and plugins are imported only when asked for, so listing them never imp
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import logging
@@ -84,7 +85,7 @@ def get_reward(spec: str | dict[str, Any] | RewardFunc) -> RewardFunc:
     try:
         reward = target(**params) if params or isinstance(target, type) else target
     except TypeError as exc:
-        options = sorted(getattr(target, "__dataclass_fields__", {}))
+        options = sorted(f.name for f in dataclasses.fields(target)) if dataclasses.is_dataclass(target) else []
         raise ValueError(f"reward {name!r} rejected params {sorted(params)}: {exc}"
                          + (f"; its options are {options}" if options else "")) from exc
     if not callable(reward):
