@@ -1,0 +1,1 @@
+"""Data tools: builtin verifiable task generators and the SFT mix builder."""
