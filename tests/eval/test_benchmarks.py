@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from data_tools.generators import generate as generate_task
+
 from eval.benchmarks import DEFAULT_TEMPLATES, load_benchmark
 from eval.scoring import score
 
@@ -93,3 +95,16 @@ def test_template_replaces_only_the_prompt_placeholder(tmp_path: Path) -> None:
     path = _write_jsonl(tmp_path / "t.jsonl", [{"prompt": "x={y}", "solution": "1"}])
     bench = load_benchmark(str(path), prompt_template="{prompt} in \\boxed{}")
     assert bench.rows[0]["prompt"] == "x={y} in \\boxed{}"
+
+
+@pytest.mark.parametrize("task", ["arithmetic", "word_problems", "python_functions", "text_tasks"])
+def test_builtin_heldout_reference_answers_score_100_percent(task: str) -> None:
+    bench = load_benchmark(task, limit=20)
+    assert len(bench.rows) == 20 and bench.reward == ("code" if task == "python_functions" else "math")
+    assert score(bench, [[row["reference"]] for row in bench.rows]).metrics["pass@1"] == 1.0
+
+
+def test_builtin_benchmark_is_the_generators_heldout_split_with_prompts_unchanged() -> None:
+    heldout = generate_task("word_problems", 5, seed=0, split="heldout")
+    rows = load_benchmark("word_problems", limit=5).rows
+    assert [(r["id"], r["prompt"]) for r in rows] == [(r["id"], r["prompt"]) for r in heldout]
