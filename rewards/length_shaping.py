@@ -40,7 +40,7 @@ class LengthReward(Reward):
     max_value_correct: float = field(default=1.0, metadata={"help": "Reward of a correct completion, shortest."})
     overlong_cache: int = field(default=0, metadata={"help": "Soft overlong window in tokens; 0 turns it off."})
     cosine: bool = field(default=True, metadata={"help": "Include the cosine correctness term."})
-    math_timeout: float = field(default=1.5, metadata={"help": "Per-row bound of the correctness check, seconds."})
+    math_timeout: float = field(default=1.0, metadata={"help": "Per-row bound of the correctness check, seconds."})
 
     def __post_init__(self) -> None:
         super().__post_init__()

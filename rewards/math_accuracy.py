@@ -61,7 +61,7 @@ class MathReward(Reward):
     name: ClassVar[str] = "math"
     required_columns: ClassVar[tuple[str, ...]] = ("solution",)
 
-    timeout: float = field(default=1.5, metadata={"help": "Wall-clock seconds per row before it scores `fallback`."})
+    timeout: float = field(default=1.0, metadata={"help": "Wall-clock seconds per row before it scores `fallback`."})
     workers: int = field(default=0, metadata={"help": "Verifier processes; 0 means min(4, CPU count)."})
     fallback: Score = field(default=0.0, metadata={"help": "Score of a row that timed out or failed."})
 
