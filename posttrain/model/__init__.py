@@ -1,0 +1,25 @@
+"""DeepSeek-V3-architecture models for post-training: transformers' definition plus MTP and load balancing.
+
+>>> from posttrain.model import load_model, save_model
+>>> model = load_model("tiny")
+"""
+
+from posttrain.model.balance import balance_step, sequence_balance_loss, update_bias
+from posttrain.model.io import load_config, load_model, save_model
+from posttrain.model.modeling import DeepseekV3MTPForCausalLM, DeepseekV3MTPOutput
+from posttrain.model.presets import PRESETS
+from posttrain.model.router_stats import RouterLoads, max_violation
+
+__all__ = [
+    "PRESETS",
+    "DeepseekV3MTPForCausalLM",
+    "DeepseekV3MTPOutput",
+    "RouterLoads",
+    "balance_step",
+    "load_config",
+    "load_model",
+    "max_violation",
+    "save_model",
+    "sequence_balance_loss",
+    "update_bias",
+]

@@ -1,0 +1,137 @@
+"""Load and save DeepSeek-V3-architecture checkpoints in the Hugging Face layout, MTP included.
+
+On disk the MTP module of depth k lives under the released DeepSeek-V3 names, `model.layers.{L+k-1}.*` with L =
+`num_hidden_layers`: `enorm`, `hnorm`, `eh_proj`, `shared_head.norm`, the decoder block (`self_attn.*`,
+`mlp.*` with per-expert keys, `input_layernorm`, `post_attention_layernorm`), plus copies of the shared embedding
+and head (`embed_tokens.weight`, `shared_head.head.weight`) because the released checkpoints and vLLM's MTP
+loader expect them. Plain `AutoModelForCausalLM.from_pretrained` reads the main model and reports the MTP keys as
+unexpected; `load_model` restores them exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import DeepseekV3Config, PreTrainedModel, PreTrainedTokenizerBase
+
+from posttrain.model.modeling import DeepseekV3MTPForCausalLM
+from posttrain.model.presets import PRESETS
+
+MTP_COPIES_FILE = "model-mtp-shared.safetensors"
+
+
+def load_config(source: str | os.PathLike, **overrides: Any) -> DeepseekV3Config:
+    """A `DeepseekV3Config` from a preset name, a checkpoint dir or a `config.json` path, with field overrides.
+
+    >>> load_config("tiny", mtp_loss_weight=0.3).mtp_loss_weight
+    0.3
+    """
+    name = str(source)
+    if name in PRESETS:
+        return DeepseekV3Config(**{**PRESETS[name], **overrides})
+    path = Path(source)
+    file = path / "config.json" if path.is_dir() else path
+    if not file.is_file():
+        what = f"no config.json in directory {path}" if path.is_dir() else f"no such preset or path {name!r}"
+        raise FileNotFoundError(f"{what}; give a preset ({', '.join(PRESETS)}), a checkpoint dir or a config.json")
+    raw = json.loads(file.read_text())
+    if raw.get("model_type") != "deepseek_v3":
+        raise ValueError(
+            f"{file}: model_type is {raw.get('model_type')!r}, expected 'deepseek_v3' "
+            "(this package builds DeepSeek-V3-architecture models only)"
+        )
+    config = DeepseekV3Config.from_pretrained(file.parent if file.name == "config.json" else file)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def load_model(
+    source: str | os.PathLike, *, dtype: torch.dtype | None = None, **overrides: Any
+) -> DeepseekV3MTPForCausalLM:
+    """Our model from a preset (random init), a `config.json` (random init) or a checkpoint dir (weights, MTP too).
+
+    `overrides` are config fields, e.g. `mtp_loss_weight=0.3`, `seq_balance_alpha=1e-4`,
+    `num_nextn_predict_layers=0` (drop MTP), `attn_implementation` is not one: pass it via `config`.
+
+    >>> model = load_model("tiny", mtp_loss_weight=0.3)
+    >>> model.mtp_loss_weight
+    0.3
+    """
+    config = load_config(source, **overrides)
+    path = Path(source)
+    has_weights = path.is_dir() and any(path.glob("*.safetensors"))
+    if has_weights:
+        return DeepseekV3MTPForCausalLM.from_pretrained(path, config=config, dtype=dtype)
+    model = DeepseekV3MTPForCausalLM(config)
+    return model.to(dtype) if dtype is not None else model
+
+
+def _unwrap(model: torch.nn.Module) -> PreTrainedModel:
+    """Merge a PEFT model's adapters (in place) and return the plain model."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    return model
+
+
+def _write_mtp_copies(model: PreTrainedModel, out: Path) -> None:
+    """Add the released layout's per-MTP-layer copies of the embedding and head, and index every file."""
+    n, depth = model.config.num_hidden_layers, len(model.model.layers) - model.config.num_hidden_layers
+    if depth <= 0:
+        return
+    copies = {}
+    for i in range(n, n + depth):
+        copies[f"model.layers.{i}.embed_tokens.weight"] = model.model.embed_tokens.weight.detach().cpu().clone()
+        copies[f"model.layers.{i}.shared_head.head.weight"] = model.lm_head.weight.detach().cpu().clone()
+    save_file(copies, str(out / MTP_COPIES_FILE), metadata={"format": "pt"})
+    index_file = out / "model.safetensors.index.json"
+    if index_file.exists():
+        index = json.loads(index_file.read_text())
+    else:
+        with safe_open(str(out / "model.safetensors"), "pt") as f:
+            index = {"metadata": {}, "weight_map": dict.fromkeys(f.keys(), "model.safetensors")}
+    index["weight_map"].update(dict.fromkeys(copies, MTP_COPIES_FILE))
+    index_file.write_text(json.dumps(index, indent=2, sort_keys=True))
+
+
+def save_model(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None, output_dir: str | os.PathLike
+) -> Path:
+    """Write an HF checkpoint (safetensors, config.json, tokenizer) atomically; PEFT adapters are merged first.
+
+    The checkpoint is written to a temporary sibling directory and renamed into place, so `output_dir` is only ever
+    absent, the previous complete checkpoint, or the new complete one.
+
+    >>> out = save_model(load_model("tiny"), build_tokenizer(), tmp_path / "ckpt")  # doctest: +SKIP
+    """
+    model = _unwrap(model)
+    out = Path(output_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        _write_mtp_copies(model, tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        config = json.loads((tmp / "config.json").read_text())
+        config["architectures"] = ["DeepseekV3ForCausalLM"]  # what AutoModel, vLLM and SGLang dispatch on
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,159 @@
+"""`DeepseekV3ForCausalLM` plus what post-training needs: MTP training and the sequence-wise balance loss.
+
+Everything else (MLA with the latent KV cache, grouped expert matmuls, sigmoid group-limited routing with
+`e_score_correction_bias`, `generate`) is transformers' own. With MTP and the balance loss off, or outside
+training, the forward is the parent's, logits bit for bit.
+
+Training losses (report §2.2 eq. 25 and §2.1.2 eq. 17), config fields that survive save/load:
+    loss = CE + mtp_loss_weight * L_MTP + seq_balance_alpha * L_Bal
+
+The extra terms reach the gradient through the backbone output (an identity whose backward adds
+`aux_grad_scale` * d(extra), as DeepSeek-V2's AddAuxiliaryLoss does) rather than through `outputs.loss`: TRL's
+trainers replace `model.forward` with a fused LM head that computes its own loss from log-probs and never reads
+`outputs.loss`, but they still run `model.model`, so the terms are computed in a hook on it. `outputs.loss` then
+carries their value only. Labels reach that hook through a forward pre-hook on this model, which TRL's patched
+forward and PEFT's wrappers both go through. `aux_grad_scale` is 1 / gradient-accumulation steps (set by the
+trainer callback), matching how trainers scale the main loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.modeling_outputs import MoeCausalLMOutputWithPast
+from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config
+from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3ForCausalLM, DeepseekV3MoE
+
+from posttrain.model.balance import sequence_balance_loss
+from posttrain.model.mtp import MtpLayer, mtp_loss, segment_ids
+
+MTP_LOSS_WEIGHT = 0.1  # lambda: the report uses 0.3 for the first 10T tokens, 0.1 for the rest
+SEQ_BALANCE_ALPHA = 0.0  # alpha: "extremely small" in the report (0.0001); off by default
+
+
+@dataclass
+class DeepseekV3MTPOutput(MoeCausalLMOutputWithPast):
+    """`MoeCausalLMOutputWithPast` with the MTP loss (mean over depths, before lambda); `aux_loss` is L_Bal / alpha."""
+
+    mtp_loss: torch.FloatTensor | None = None
+
+
+class _AddLossGrad(torch.autograd.Function):
+    """Identity on `hidden`; the backward also gives `loss` the gradient `scale` (DeepSeek-V2's AddAuxiliaryLoss)."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, loss: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale, ctx.like = scale, loss.detach()
+        return hidden
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, torch.full_like(ctx.like, ctx.scale), None
+
+
+class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
+    """DeepSeek-V3 with `num_nextn_predict_layers` trainable MTP modules and the sequence-wise balance loss.
+
+    >>> from posttrain.model import load_model
+    >>> model = load_model("tiny")
+    >>> type(model.model.layers[model.config.num_hidden_layers]).__name__
+    'MtpLayer'
+    """
+
+    # The released checkpoints repeat the shared embedding and head inside each MTP layer; we use the main ones.
+    _keys_to_ignore_on_load_unexpected = [r"model\.layers\.\d+\.(embed_tokens|shared_head\.head)\.weight"]
+
+    def __init__(self, config: DeepseekV3Config) -> None:
+        super().__init__(config)
+        n = config.num_hidden_layers
+        self.model.layers.extend(MtpLayer(config, n + k) for k in range(config.num_nextn_predict_layers or 0))
+        self.aux_grad_scale = 1.0
+        self.loss_sums: dict[str, torch.Tensor] = {}  # name -> (sum, count) over training forwards, for logging
+        self._labels: torch.Tensor | None = None
+        self._router_outputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._extras: dict[str, torch.Tensor] = {}
+        self.register_forward_pre_hook(self._remember_labels, with_kwargs=True)
+        self.model.register_forward_pre_hook(self._start_router_capture)
+        self.model.register_forward_hook(self._add_training_losses, with_kwargs=True)
+        for layer in self.model.layers[config.first_k_dense_replace : n]:
+            if isinstance(layer.mlp, DeepseekV3MoE):
+                layer.mlp.gate.register_forward_hook(self._capture_router)
+        self.post_init()
+
+    @property
+    def mtp_loss_weight(self) -> float:
+        """lambda of eq. (25); 0 turns MTP off (no extra compute)."""
+        return float(getattr(self.config, "mtp_loss_weight", MTP_LOSS_WEIGHT))
+
+    @property
+    def seq_balance_alpha(self) -> float:
+        """alpha of eq. (17); 0 (default) turns the sequence-wise loss off."""
+        return float(getattr(self.config, "seq_balance_alpha", SEQ_BALANCE_ALPHA))
+
+    def _remember_labels(self, module, args, kwargs) -> None:
+        self._labels = kwargs.get("labels")
+
+    def _start_router_capture(self, module, args) -> None:
+        self._router_outputs = [] if self.training and self.seq_balance_alpha > 0 else None
+
+    def _capture_router(self, module, args, output) -> None:
+        if self._router_outputs is not None:
+            self._router_outputs.append((output[0], output[2]))  # (N, E) logits, (N, K) chosen experts
+
+    def _add_training_losses(self, module, args, kwargs, output):
+        """Backbone forward hook: compute the extra losses and attach their gradient to the (B, T, D) output."""
+        routed, self._router_outputs = self._router_outputs, None
+        labels, self._labels = self._labels, None
+        if not self.training:
+            return None
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        position_ids, attention_mask = kwargs.get("position_ids"), kwargs.get("attention_mask")
+        hidden = output.last_hidden_state
+        extras = {}
+        if self.mtp_loss_weight > 0 and len(self.model.layers) > self.config.num_hidden_layers:
+            if labels is not None and input_ids is not None:
+                varlen = {k: v for k, v in kwargs.items() if k.startswith(("cu_seq_lens", "max_length"))}
+                extras["mtp_loss"] = mtp_loss(self, hidden, input_ids, labels, position_ids, attention_mask, **varlen)
+        if routed:
+            B, T = hidden.shape[:2]
+            segments = segment_ids((B, T), position_ids, hidden.device) - 1
+            segments = (segments + T * torch.arange(B, device=hidden.device).unsqueeze(1)).flatten()  # (N,)
+            valid = torch.ones(B * T, dtype=torch.bool, device=hidden.device)
+            if attention_mask is not None and attention_mask.dim() == 2:
+                valid = attention_mask.flatten().bool()
+            extras["seq_balance_loss"] = sum(sequence_balance_loss(lg, ix, segments, valid) for lg, ix in routed)
+        if not extras:
+            return None
+        weights = {"mtp_loss": self.mtp_loss_weight, "seq_balance_loss": self.seq_balance_alpha}
+        total = sum(weights[k] * v for k, v in extras.items())
+        for k, v in extras.items():
+            acc = self.loss_sums.setdefault(k, torch.zeros(2, device=v.device))
+            acc += torch.stack([v.detach().float(), torch.ones_like(acc[0])])
+        self._extras = {k: v.detach() for k, v in extras.items()} | {"total": total.detach()}
+        output.last_hidden_state = _AddLossGrad.apply(hidden, total, self.aux_grad_scale)
+        return output
+
+    def forward(self, *args, **kwargs) -> DeepseekV3MTPOutput:
+        """The parent's forward; in training `loss` also holds the value of lambda*L_MTP + alpha*L_Bal."""
+        self._extras = {}
+        out = super().forward(*args, **kwargs)
+        extras, self._extras = self._extras, {}
+        loss = out.loss
+        if loss is not None and "total" in extras:
+            loss = loss + extras["total"]
+        return DeepseekV3MTPOutput(
+            loss=loss,
+            mtp_loss=extras.get("mtp_loss"),
+            aux_loss=extras.get("seq_balance_loss"),
+            logits=out.logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            router_logits=out.router_logits,
+        )
+
+    def pop_loss_sums(self) -> dict[str, torch.Tensor]:
+        """(sum, count) of each extra loss over training forwards since the last call; resets."""
+        sums, self.loss_sums = self.loss_sums, {}
+        return sums
