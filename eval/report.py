@@ -89,8 +89,9 @@ def markdown_report(results: Sequence[Result], config: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: Sequence[Result], path: Path) -> None:
-    """`plot.png`: the first headline metric as a curve over steps, or as grouped bars (see module docstring)."""
+def plot(results: Sequence[Result], path: Path) -> str:
+    """`plot.png`: the first headline metric as a curve over steps or as grouped bars (see module docstring);
+    returns which, "curve" or "bars"."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,7 +103,8 @@ def plot(results: Sequence[Result], path: Path) -> None:
     models = list(labels)
     benchmarks = list(dict.fromkeys(r.benchmark for r in results))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(benchmarks) * max(1, len(models)) ** 0.5), 4.0))
-    if len(models) > 1 and all(r.step is not None for r in results):
+    kind = "curve" if len(models) > 1 and all(r.step is not None for r in results) else "bars"
+    if kind == "curve":
         runs = list(dict.fromkeys(str(Path(m).parent) for m in models))
         for run in runs:
             for bench in benchmarks:
@@ -131,6 +133,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
     fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     os.replace(tmp, path)
+    return kind
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -25,7 +25,11 @@ from eval.report import headline_metrics  # noqa: E402
 
 
 def parse_ks(text: str) -> list[int]:
-    """`--k 1,8` -> [1, 8]."""
+    """The value of `--k`: comma-separated integers >= 1.
+
+    >>> parse_ks("1,8")
+    [1, 8]
+    """
     try:
         ks = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
