@@ -4,6 +4,7 @@
 >>> model = load_model("tiny")
 """
 
+from posttrain.model.callbacks import MoETrainingCallback, add_training_callbacks, training_callbacks
 from posttrain.model.balance import balance_step, sequence_balance_loss, update_bias
 from posttrain.model.io import load_config, load_model, save_model
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM, DeepseekV3MTPOutput
@@ -14,12 +15,15 @@ __all__ = [
     "PRESETS",
     "DeepseekV3MTPForCausalLM",
     "DeepseekV3MTPOutput",
+    "MoETrainingCallback",
     "RouterLoads",
+    "add_training_callbacks",
     "balance_step",
     "load_config",
     "load_model",
     "max_violation",
     "save_model",
     "sequence_balance_loss",
+    "training_callbacks",
     "update_bias",
 ]

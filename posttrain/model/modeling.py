@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers.cache_utils import Cache
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast
 from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3ForCausalLM, DeepseekV3MoE
@@ -134,10 +135,31 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         output.last_hidden_state = _AddLossGrad.apply(hidden, total, self.aux_grad_scale)
         return output
 
-    def forward(self, *args, **kwargs) -> DeepseekV3MTPOutput:
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> DeepseekV3MTPOutput:
         """The parent's forward; in training `loss` also holds the value of lambda*L_MTP + alpha*L_Bal."""
         self._extras = {}
-        out = super().forward(*args, **kwargs)
+        out = super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
         extras, self._extras = self._extras, {}
         loss = out.loss
         if loss is not None and "total" in extras:

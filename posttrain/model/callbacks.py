@@ -1,0 +1,112 @@
+"""Trainer glue: one `TrainerCallback` for any HF/TRL trainer running a DeepSeek-V3-architecture model.
+
+After each optimizer step it pops the expert loads of the global batch (summed over gradient-accumulation
+micro-batches, all-reduced over data-parallel ranks), applies the auxiliary-loss-free bias update and keeps the
+router statistics; at each log it merges, averaged over the steps since the previous log:
+
+    router/maxvio                   MaxVio averaged over MoE layers (report §2.1.2)
+    router/maxvio/layer_{l}         per MoE layer l (MTP layers keep their checkpoint index)
+    router/load/layer_{l}/expert_{e}  load / mean load, only with `log_expert_loads=True` (L x E scalars)
+    mtp_loss                        mean over depths of the MTP cross-entropy (before lambda), when MTP trains
+    seq_balance_loss                sum over layers of the sequence-wise balance loss (before alpha), when alpha > 0
+
+`Trainer.log` appends a copy of the logs to `state.log_history` before callbacks run and reporting callbacks
+(TensorBoard, ...) run before callbacks passed by the user, so the metrics are added to both `logs` and the last
+`log_history` entry; `add_training_callbacks(trainer)` puts the callback first so reporters see them too.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from posttrain.model.balance import update_bias
+from posttrain.model.modeling import DeepseekV3MTPForCausalLM
+from posttrain.model.router_stats import RouterLoads, max_violation
+
+_LOSSES = ("mtp_loss", "seq_balance_loss")
+
+
+def _our_model(model: nn.Module) -> DeepseekV3MTPForCausalLM | None:
+    return next((m for m in model.modules() if isinstance(m, DeepseekV3MTPForCausalLM)), None)
+
+
+class MoETrainingCallback(TrainerCallback):
+    """Bias update (gamma) after each optimizer step, plus router, MTP and balance-loss metrics in the logs.
+
+    >>> trainer = SFTTrainer(model=model, ..., callbacks=training_callbacks(model, gamma=1e-3))  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, gamma: float = 1e-3, log_expert_loads: bool = False) -> None:
+        self.loads = RouterLoads(model)
+        self.core = _our_model(model)
+        self.gamma = gamma
+        self.log_expert_loads = log_expert_loads
+        self._reset()
+
+    def _reset(self) -> None:
+        self._steps = 0
+        self._maxvio = torch.zeros(len(self.loads.routers), dtype=torch.float64)
+        self._fraction = None
+        self._losses = torch.zeros(2 * len(_LOSSES), dtype=torch.float64)  # (sum, count) per loss
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if self.core is not None:  # trainers scale the main loss by 1/accumulation; do the same for the extras
+            self.core.aux_grad_scale = 1.0 / args.gradient_accumulation_steps
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        sums = self.core.pop_loss_sums() if self.core is not None else {}
+        local = torch.cat([sums[k].double().cpu() if k in sums else torch.zeros(2, dtype=torch.float64) for k in _LOSSES])
+        loads, losses = self.loads.pop(extra=local)  # one all-reduce for both
+        if loads.sum() == 0:
+            return
+        if self.gamma > 0:
+            update_bias(self.loads.routers, loads, self.gamma)
+        self._steps += 1
+        self._maxvio += max_violation(loads).cpu()
+        fraction = (loads / loads.mean(dim=-1, keepdim=True).clamp(min=1e-9)).cpu()
+        self._fraction = fraction if self._fraction is None else self._fraction + fraction
+        self._losses += losses.cpu()
+
+    def metrics(self) -> dict[str, float]:
+        """The metrics accumulated since the last call (empty if no optimizer step ran); resets."""
+        if self._steps == 0:
+            return {}
+        maxvio = self._maxvio / self._steps
+        out = {"router/maxvio": maxvio.mean().item()}
+        out |= {f"router/maxvio/layer_{l}": v.item() for l, v in zip(self.loads.layer_ids, maxvio, strict=True)}
+        if self.log_expert_loads:
+            for l, row in zip(self.loads.layer_ids, self._fraction / self._steps, strict=True):
+                out |= {f"router/load/layer_{l}/expert_{e}": v.item() for e, v in enumerate(row)}
+        for i, name in enumerate(_LOSSES):
+            total, count = self._losses[2 * i], self._losses[2 * i + 1]
+            if count > 0:
+                out[name] = (total / count).item()
+        self._reset()
+        return out
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        metrics = self.metrics()
+        if logs is not None:
+            logs.update(metrics)
+        if state.log_history:
+            state.log_history[-1].update(metrics)
+
+
+def training_callbacks(model: nn.Module, gamma: float = 1e-3, log_expert_loads: bool = False) -> list[TrainerCallback]:
+    """The callbacks a recipe passes to any HF/TRL trainer (`callbacks=...`) for a DeepSeek-V3 model.
+
+    `gamma` is the bias update speed (report: 0.001, 0 for the last 500B tokens); 0 keeps the statistics only.
+
+    >>> callbacks = training_callbacks(load_model("tiny"), gamma=1e-3)
+    >>> [type(c).__name__ for c in callbacks]
+    ['MoETrainingCallback']
+    """
+    return [MoETrainingCallback(model, gamma=gamma, log_expert_loads=log_expert_loads)]
+
+
+def add_training_callbacks(trainer: Trainer, gamma: float = 1e-3, log_expert_loads: bool = False) -> None:
+    """Add the callbacks to a built trainer, first in line, so TensorBoard and other reporters log their metrics."""
+    for callback in reversed(training_callbacks(trainer.model, gamma=gamma, log_expert_loads=log_expert_loads)):
+        trainer.callback_handler.callbacks.insert(0, callback)
