@@ -1,0 +1,68 @@
+"""`posttrain model ...`: inspect configs and write random-init checkpoints.
+
+>>> from posttrain.cli import main
+>>> main(["model", "info", "--preset", "deepseek-v3", "--json"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _source(args: argparse.Namespace) -> str:
+    return args.preset or args.config or args.model
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print parameter counts and KV-cache sizes (meta device: no weights are read or allocated)."""
+    from posttrain.model import load_config
+    from posttrain.model.info import model_info
+
+    try:
+        info = model_info(load_config(_source(args)))
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"posttrain model info: error: {e}") from e
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            human = f"{value / 1e9:.3f}B" if key.endswith("params") else f"{value / 1024:.1f} KiB"
+            print(f"{key:30s} {value:>16,d}  ({human})")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a random-init checkpoint of a preset with the embedded tokenizer."""
+    import torch
+
+    from posttrain.model import load_model, save_model
+    from posttrain.tokenizer import build_tokenizer
+
+    torch.manual_seed(args.seed)
+    out = save_model(load_model(args.preset), build_tokenizer(), args.output)
+    print(f"wrote {args.preset} checkpoint to {out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `model` group (`info`, `init`; other subcommands may be added to `model_subparsers` later)."""
+    from posttrain.model.presets import PRESETS
+
+    group = subparsers.add_parser("model", help="Inspect, create and measure DeepSeek-V3-architecture checkpoints.")
+    sub = group.add_subparsers(dest="model_command", metavar="{info,init,...}")
+    sub.required = True
+
+    info = sub.add_parser("info", help="Parameter counts and KV-cache bytes per token, computed on the meta device.")
+    src = info.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", choices=sorted(PRESETS), help="a named configuration")
+    src.add_argument("--config", help="path to a config.json of model_type deepseek_v3")
+    src.add_argument("--model", help="checkpoint directory (only its config.json is read)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.set_defaults(func=cmd_info)
+
+    init = sub.add_parser("init", help="Write a random-init checkpoint (safetensors, config, tokenizer).")
+    init.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="configuration (default: tiny)")
+    init.add_argument("--output", required=True, help="checkpoint directory to create (written atomically)")
+    init.add_argument("--seed", type=int, default=0, help="random seed of the initialization (default: 0)")
+    init.set_defaults(func=cmd_init)
