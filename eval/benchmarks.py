@@ -26,7 +26,6 @@ from data_tools.generators import TASKS
 from data_tools.generators import generate as generate_task
 from rewards import get_reward
 
-GSM8K_HUB = ("openai/gsm8k", "main", "test")
 BUILTIN_ROWS, BUILTIN_SEED = 200, 0  # a builtin task's held-out benchmark: its first 200 problems for seed 0
 DEFAULT_TEMPLATES = {
     "gsm8k": "{prompt}\nPlease reason step by step, and put your final answer within \\boxed{}.",
@@ -88,6 +87,8 @@ def load_benchmark(spec: str, prompt_template: str | None = None, limit: int | N
     >>> bench.reward, len(bench.rows), bench.rows[0]["id"]
     ('code', 2, 'HumanEval/0')
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
     name, _, path = spec.partition(":")
     if name == "gsm8k":
         bench = _gsm8k(path or None)
@@ -102,10 +103,7 @@ def load_benchmark(spec: str, prompt_template: str | None = None, limit: int | N
             f"unknown benchmark {spec!r}: use one of {known_benchmarks()}, 'gsm8k:PATH', 'humaneval:PATH', "
             "or a path to a .jsonl file with 'prompt' and 'solution' or 'tests' columns"
         )
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {limit}")
-        bench.rows = bench.rows[:limit]
+    bench.rows = bench.rows[:limit]
     template = prompt_template if prompt_template is not None else DEFAULT_TEMPLATES.get(name)
     for row in bench.rows:
         row["prompt"] = apply_template(template, row["prompt"])
@@ -142,9 +140,8 @@ def _gsm8k(path: str | None) -> Benchmark:
     if path is None:
         import datasets
 
-        hub_id, config, split = GSM8K_HUB
-        records = enumerate(datasets.load_dataset(hub_id, config, split=split), start=1)
-        source = f"hub:{hub_id}/{config}/{split}"
+        records = enumerate(datasets.load_dataset("openai/gsm8k", "main", split="test"), start=1)
+        source = "hub:openai/gsm8k main test"
     else:
         records, source = _read_jsonl(Path(path)), path
     rows = []

@@ -106,7 +106,9 @@ def check_sampling(num_samples: int, temperature: float) -> None:
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0 and num_samples > 1:
-        raise ValueError(f"num_samples={num_samples} needs a temperature > 0 (e.g. 0.6); greedy decoding gives one sample")
+        raise ValueError(
+            f"num_samples={num_samples} needs a temperature > 0 (e.g. 0.6); greedy decoding gives one sample"
+        )
 
 
 def generate(

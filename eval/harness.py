@@ -76,10 +76,11 @@ def evaluate(
     """Evaluate each checkpoint on each benchmark; with `output_dir`, write results.json, report.md, plot.png.
 
     `benchmarks` are specs for `eval.benchmarks.load_benchmark` (builtin task names, `gsm8k[:PATH]`,
-    `humaneval[:PATH]`, JSONL paths) or `Benchmark`s. `k` lists the k of pass@k and maj@k; each must be at most
-    `num_samples`. `temperature` None means greedy for one sample and 0.6 for several; sampling is seeded with
-    `seed` before each checkpoint x benchmark. `chat_template` None uses the tokenizer's chat template when it
-    has one. `results.json` is rewritten after each checkpoint x benchmark, so a long run leaves partial results.
+    `humaneval[:PATH]`, JSONL paths), loaded with `prompt_template` and `limit`, or `Benchmark`s, used as given.
+    `k` lists the k of pass@k and maj@k; each must be at most `num_samples`. `temperature` None means greedy
+    for one sample and 0.6 for several; sampling is seeded with `seed` before each checkpoint x benchmark.
+    `chat_template` None uses the tokenizer's chat template when it has one. `results.json` is rewritten after
+    each checkpoint x benchmark, so a long run leaves partial results.
 
     Returns one `Result` per checkpoint x benchmark, checkpoint-major; e.g. held-out accuracy after a stage:
     ``evaluate(["runs/grpo"], ["gsm8k:test.jsonl"], limit=200)[0].metrics["pass@1"]``.

@@ -69,13 +69,15 @@ def markdown_report(results: Sequence[Result], config: dict[str, Any]) -> str:
         lines += [f"## {metric} (%)", "", "| checkpoint | " + " | ".join(benchmarks) + " |"]
         lines.append("|---" * (len(benchmarks) + 1) + "|")
         for model, label in labels.items():
-            cells = [_percent(by_key[model, b].metrics.get(metric)) if (model, b) in by_key else "–" for b in benchmarks]
+            cells = [_percent(by_key[model, b].metrics.get(metric) if (model, b) in by_key else None)
+                     for b in benchmarks]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
         "## Details",
         "",
-        "| checkpoint | benchmark | problems | samples | mean reward | mean response tokens | truncated (%) | unscored |",
+        "| checkpoint | benchmark | problems | samples | mean reward | mean response tokens | truncated (%) "
+        "| unscored |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:

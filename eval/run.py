@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sampling temperature; default 0 (greedy) for one sample, 0.6 for several")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1.0: off)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="generation budget per sample (default 512)")
-    parser.add_argument("--batch-size", type=int, default=16, help="prompts per HF generate call (default 16)")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="prompts per HF generate call, each with --num-samples sequences (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, reset per checkpoint x benchmark")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     parser.add_argument("--backend", choices=BACKENDS, default="hf", help="hf generate (default) or vllm (optional)")
