@@ -10,7 +10,7 @@ What it guarantees, per program:
 - when we are root, every slot runs programs under its own unprivileged uid (`uid_base + slot`), so process
   limits hold and a program cannot signal, trace or write into anything of ours;
 - every process it started is killed before its verdict returns (the whole pid namespace, else all processes
-  of the slot uid, else its process group);
+  of the slot uid, else every descendant of the slot, which orphans re-parent to);
 - it passes only by running to its end: `exit(0)`, `os._exit(0)` or `SystemExit` before that is a failure.
 
 What it does not guarantee: protection against kernel exploits; secrecy of files readable by everyone; with
@@ -54,9 +54,14 @@ _ANSWER_GRACE_S = 5.0
 _BWRAP_WORKDIR = "/tmp/sandbox"
 _WEAKER = {
     "unshare": "bubblewrap (bwrap) not found: code sandbox uses `unshare` (pid/network namespaces) without a "
-               "read-only filesystem; install bubblewrap for full isolation",
-    "none": "neither bubblewrap nor unshare works here: code sandbox runs programs WITHOUT namespaces (rlimits, "
-            "separate session{uid}); install bubblewrap for isolation",
+               "read-only filesystem{who}; install bubblewrap for full isolation",
+    "none": "neither bubblewrap nor unshare works here: code sandbox runs programs WITHOUT namespaces (only "
+            "rlimits and a separate session{who}); install bubblewrap for isolation",
+}
+_WHO = {
+    "slot uid": ", as a private unprivileged uid per slot",
+    "root": " and AS ROOT (Python is not readable by other users): file writes are not blocked",
+    "us": ", as our own user",
 }
 
 
@@ -158,7 +163,7 @@ class _Slot:
     def start(self) -> None:
         self.dir = tempfile.mkdtemp(prefix=f"posttrain-sandbox-{self.index}-")
         os.chmod(self.dir, 0o755)
-        cleanup = "namespace" if self.mode != "none" else ("uid" if self.uid is not None else "group")
+        cleanup = "namespace" if self.mode != "none" else ("uid" if self.uid is not None else "descendants")
         workdir = _BWRAP_WORKDIR if self.mode == "bwrap" else self.dir
         config = json.dumps({"workdir": workdir, "uid": self.uid, "cleanup": cleanup})
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
@@ -263,12 +268,18 @@ class Sandbox:
         all_slots = [_Slot(i, self.mode, uid_base) for i in range(self.workers)]
         for slot in all_slots:
             self._slots.put(slot)
+        who = "slot uid" if all_slots[0].uid is not None else ("root" if os.geteuid() == 0 else "us")
+        if self.mode == "none" and who == "root":
+            # Root without namespaces could kill or overwrite anything: never run untrusted code that way.
+            raise RuntimeError("code sandbox: refusing to run programs as root without namespaces, since Python "
+                               f"({sys.base_prefix}) is not readable by an unprivileged uid; install bubblewrap "
+                               "(apt-get install bubblewrap) or util-linux `unshare`, or use a Python installation "
+                               "outside root's home")
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="sandbox")
         weakref.finalize(self, _shutdown, all_slots, self._executor)
         if self.mode in _WEAKER and self.mode not in _warned:
             _warned.add(self.mode)
-            uid = ", a private uid per slot" if all_slots[0].uid is not None else ""
-            logger.warning(_WEAKER[self.mode].format(uid=uid))
+            logger.warning(_WEAKER[self.mode].format(who=_WHO[who]))
 
     def run(self, sources: list[str]) -> list[Verdict]:
         """Run each program in its own sandboxed process, in parallel; verdicts in input order."""

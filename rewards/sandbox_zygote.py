@@ -4,7 +4,7 @@ Standard library only: `rewards.sandbox` passes this file's text to `python -I -
 Protocol on fds 0/1: 4-byte big-endian length + JSON, one job in and one verdict out at a time; a first
 `{"ready": true}` once warm. argv[1] is JSON: `workdir`, `uid` (run programs as this uid, or null),
 `cleanup` ("namespace": kill every other process of our pid namespace; "uid": kill every process of `uid`;
-"group": kill the program's process group).
+"descendants": kill every process descended from us, which orphans re-parent to as we are a subreaper).
 """
 
 import builtins
@@ -91,27 +91,67 @@ def child(job, workdir, report_fd, token):
 
 
 def kill_leftovers(pid):
-    """Kill every process the program started, however it detached itself."""
-    if CLEANUP == "namespace":
-        # We are pid 1 or 2 of our own pid namespace: -1 reaches only the program's processes.
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # none left
-    elif CLEANUP == "uid":
-        helper = os.fork()
-        if helper == 0:
-            os.setuid(UID)
-            try:
-                os.kill(-1, signal.SIGKILL)  # every process of UID but this helper
-            finally:
-                os._exit(0)  # also when there was none (ProcessLookupError)
-        os.waitpid(helper, 0)
-    else:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    """Kill every process the program started, however it detached itself, and wait until they are gone."""
+    for _ in range(2000):  # ~2 s at most: SIGKILL cannot be blocked, dying only takes the kernel a moment
+        alive = survivors()
+        if not alive:
+            return
+        if CLEANUP == "namespace":
+            # We are pid 1 or 2 of our own pid namespace: -1 reaches only the program's processes.
+            signal_all(lambda: os.kill(-1, signal.SIGKILL))
+        elif CLEANUP == "uid":
+            helper = os.fork()
+            if helper == 0:
+                os.setuid(UID)
+                signal_all(lambda: os.kill(-1, signal.SIGKILL))  # every process of UID but this helper
+                os._exit(0)
+            os.waitpid(helper, 0)
+        else:
+            # We are a child subreaper: what the program left behind is re-parented to us as it is orphaned.
+            for child_pid in alive:
+                signal_all(lambda: os.kill(child_pid, signal.SIGKILL))
+        reap()
+        time.sleep(0.001)
+
+
+def survivors():
+    """The processes still to go (zombies included, until their parent reaps them)."""
+    if CLEANUP == "descendants":
+        return own_children()
+    me = os.getpid()
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in (1, me):
+            if CLEANUP == "namespace" or real_uid(name) == UID:
+                found.append(int(name))
+    return found
+
+
+def real_uid(pid):
+    # Not the owner of /proc/<pid>: that is root for any process made non-dumpable by setuid.
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def signal_all(send):
+    try:
+        send()
+    except ProcessLookupError:
+        pass  # already gone
+
+
+def own_children():
+    found = []
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            found += [int(p) for p in f.read().split()]
+    return found
+
+
+def reap():
     try:
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
             pass
@@ -180,7 +220,10 @@ def main():
     import ctypes
 
     # Not dumpable: a program running as our uid cannot ptrace us or open our /proc fds.
-    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    libc = ctypes.CDLL(None)
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    if CLEANUP == "descendants":
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER = 36
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     send({"ready": True})
     while (job := read_message()) is not None:
