@@ -6,6 +6,7 @@
 
 from posttrain.model.callbacks import MoETrainingCallback, add_training_callbacks, training_callbacks
 from posttrain.model.balance import balance_step, sequence_balance_loss, update_bias
+from posttrain.model.lora import apply_lora, lora_config, merge_lora
 from posttrain.model.io import load_config, load_model, save_model
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM, DeepseekV3MTPOutput
 from posttrain.model.presets import PRESETS
@@ -18,10 +19,13 @@ __all__ = [
     "MoETrainingCallback",
     "RouterLoads",
     "add_training_callbacks",
+    "apply_lora",
     "balance_step",
     "load_config",
     "load_model",
+    "lora_config",
     "max_violation",
+    "merge_lora",
     "save_model",
     "sequence_balance_loss",
     "training_callbacks",

@@ -96,7 +96,8 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         self._labels = kwargs.get("labels")
 
     def _start_router_capture(self, module, args) -> None:
-        self._router_outputs = [] if self.training and self.seq_balance_alpha > 0 else None
+        training = self.training and torch.is_grad_enabled()  # not eval, not GRPO's no-grad old log-probs
+        self._router_outputs = [] if training and self.seq_balance_alpha > 0 else None
 
     def _capture_router(self, module, args, output) -> None:
         if self._router_outputs is not None:
@@ -106,7 +107,7 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         """Backbone forward hook: compute the extra losses and attach their gradient to the (B, T, D) output."""
         routed, self._router_outputs = self._router_outputs, None
         labels, self._labels = self._labels, None
-        if not self.training:
+        if not (self.training and torch.is_grad_enabled()):
             return None
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         position_ids, attention_mask = kwargs.get("position_ids"), kwargs.get("attention_mask")
