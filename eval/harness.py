@@ -59,7 +59,7 @@ def evaluate(
     model_paths: Sequence[str | Path],
     benchmarks: Sequence[str | Benchmark],
     num_samples: int = 1,
-    k: Sequence[int] = (1,),
+    k: int | Sequence[int] = (1,),
     limit: int | None = None,
     output_dir: str | Path | None = None,
     *,
@@ -77,8 +77,9 @@ def evaluate(
 
     `benchmarks` are specs for `eval.benchmarks.load_benchmark` (builtin task names, `gsm8k[:PATH]`,
     `humaneval[:PATH]`, JSONL paths), loaded with `prompt_template` and `limit`, or `Benchmark`s, used as given.
-    `k` lists the k of pass@k and maj@k; each must be at most `num_samples`. `temperature` None means greedy
-    for one sample and 0.6 for several; sampling is seeded with `seed` before each checkpoint x benchmark.
+    `k` is the k (or a list of them) of pass@k and maj@k; each must be at most `num_samples`. `temperature`
+    None means greedy for one sample and 0.6 for several; sampling is seeded with `seed` before each
+    checkpoint x benchmark.
     `chat_template` None uses the tokenizer's chat template when it has one. `results.json` is rewritten after
     each checkpoint x benchmark, so a long run leaves partial results.
 
@@ -90,7 +91,7 @@ def evaluate(
     if temperature is None:
         temperature = 0.0 if num_samples == 1 else SAMPLED_TEMPERATURE
     check_sampling(num_samples, temperature)
-    ks = sorted(set(k))
+    ks = sorted({k} if isinstance(k, int) else set(k))
     if not ks or ks[0] < 1 or ks[-1] > num_samples:
         raise ValueError(f"every k must be in 1..num_samples ({num_samples}), got {list(k)}: raise --num-samples")
     models = resolve_models(model_paths)

@@ -63,7 +63,7 @@ def markdown_report(results: Sequence[Result], config: dict[str, Any]) -> str:
     labels = model_labels([r.model for r in results])
     benchmarks = list(dict.fromkeys(r.benchmark for r in results))
     by_key = {(r.model, r.benchmark): r for r in results}
-    settings = ", ".join(f"{k}={v}" for k, v in config.items() if v is not None)
+    settings = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in config.items() if v is not None)
     lines = ["# Evaluation report", "", f"Settings: {settings}", ""]
     for metric in headline_metrics(results):
         lines += [f"## {metric} (%)", "", "| checkpoint | " + " | ".join(benchmarks) + " |"]
