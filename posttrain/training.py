@@ -1,0 +1,156 @@
+"""Glue the recipes share: model arguments, building the model and tokenizer, callbacks, resume, final save.
+
+Every recipe (`recipes/sft.py`, `recipes/grpo.py`, `recipes/distill.py`) parses a `ModelArguments` next to TRL's
+own config, so the same YAML keys mean the same thing in every stage:
+
+>>> args = ModelArguments(model_name_or_path="tiny", mtp_loss_weight=0.0)
+>>> model, tokenizer = build_model_and_tokenizer(args)
+>>> model.mtp_loss_weight
+0.0
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainerCallback
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from posttrain.model import PRESETS, add_training_callbacks, load_model, save_model
+from posttrain.tokenizer import build_tokenizer
+
+FINAL_DIR = "final"
+
+
+@dataclass
+class ModelArguments:
+    """What to train and which DeepSeek-V3 extras to switch on; shared by every recipe."""
+
+    model_name_or_path: str = field(
+        default="tiny",
+        metadata={"help": f"A checkpoint dir, a config.json, or a preset ({', '.join(PRESETS)}) for random init."},
+    )
+    dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})
+    mtp_loss_weight: float | None = field(
+        default=None,
+        metadata={"help": "lambda of the MTP loss (report: 0.3, then 0.1); 0 turns MTP training off. None: keep "
+                  "the model's own."},
+    )
+    seq_balance_alpha: float = field(
+        default=0.0, metadata={"help": "alpha of the sequence-wise balance loss (report eq. 17); 0 turns it off."}
+    )
+    bias_update_speed: float = field(
+        default=1e-3,
+        metadata={"help": "gamma of the auxiliary-loss-free bias update after each optimizer step; 0 freezes it."},
+    )
+    log_expert_loads: bool = field(
+        default=False, metadata={"help": "Log every layer's per-expert load (layers x experts scalars)."}
+    )
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_routed_experts: bool = field(
+        default=False, metadata={"help": "Also put LoRA on the fused routed-expert tensors (PEFT target_parameters)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"--dtype {self.dtype!r}: choose float32, bfloat16 or float16")
+        if self.mtp_loss_weight is not None and self.mtp_loss_weight < 0:
+            raise ValueError(f"--mtp_loss_weight must be >= 0, got {self.mtp_loss_weight}")
+
+
+def load_tokenizer(model_name_or_path: str) -> PreTrainedTokenizerBase:
+    """The checkpoint's own tokenizer, or the embedded offline one for a preset or a bare config."""
+    path = Path(model_name_or_path)
+    if path.is_dir() and any(path.glob("tokenizer*.json")):
+        return AutoTokenizer.from_pretrained(path)
+    return build_tokenizer()
+
+
+def build_model_and_tokenizer(args: ModelArguments):
+    """Load (or random-init) our DeepSeek-V3 model and its tokenizer, with the extras set from `args`."""
+    overrides = {"seq_balance_alpha": args.seq_balance_alpha}
+    if args.mtp_loss_weight is not None:
+        overrides["mtp_loss_weight"] = args.mtp_loss_weight
+    tokenizer = load_tokenizer(args.model_name_or_path)
+    model = load_model(args.model_name_or_path, dtype=getattr(torch, args.dtype), **overrides)
+    # Random init from a preset: the special tokens must match the offline tokenizer's.
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        if getattr(model.config, name) is None or args.model_name_or_path in PRESETS:
+            setattr(model.config, name, getattr(tokenizer, name))
+            setattr(model.generation_config, name, getattr(tokenizer, name))
+    return model, tokenizer
+
+
+def peft_config(args: ModelArguments):
+    """The PEFT LoRA config for `args`, or None for full fine-tuning."""
+    if not args.use_peft:
+        return None
+    from posttrain.model.lora import lora_config
+
+    return lora_config(r=args.lora_r, alpha=args.lora_alpha, routed_experts=args.lora_routed_experts)
+
+
+def attach(trainer: Trainer, args: ModelArguments) -> Trainer:
+    """Add the MoE training callback (bias update, router/MTP metrics) to a built HF/TRL trainer."""
+    add_training_callbacks(trainer, gamma=args.bias_update_speed, log_expert_loads=args.log_expert_loads)
+    return trainer
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest `checkpoint-N` whose trainer state was written (the Trainer writes it last), else None.
+
+    `transformers.trainer_utils.get_last_checkpoint` returns the newest dir even if a kill cut its save short;
+    resuming from that one fails, so we skip it.
+    """
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    done = [
+        p for p in root.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+        if p.name.split("-")[-1].isdigit() and (p / TRAINER_STATE_NAME).is_file()
+    ]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
+    """Map `--resume_from_checkpoint` (a path, `true`/`last`, or unset) to a checkpoint dir or None."""
+    if resume_from_checkpoint in (None, False, "", "false", "False"):
+        return None
+    if str(resume_from_checkpoint).lower() in ("true", "last"):
+        return last_complete_checkpoint(output_dir)
+    path = Path(str(resume_from_checkpoint))
+    if not (path / TRAINER_STATE_NAME).is_file():
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {path}: not a complete checkpoint (no {TRAINER_STATE_NAME}); "
+            f"give a checkpoint-N dir or 'true' for the newest complete one in {output_dir}"
+        )
+    return str(path)
+
+
+def save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, output_dir: str) -> Path | None:
+    """Write the trained model (LoRA merged) to `output_dir/final` atomically, from the main process only."""
+    trainer.accelerator.wait_for_everyone()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not trainer.accelerator.is_main_process:
+        return None
+    return save_model(model, tokenizer, Path(output_dir) / FINAL_DIR)
+
+
+class RewardFailuresCallback(TrainerCallback):
+    """Log each reward's failure count (rows that raised or timed out) as `rewards/<name>/failures`."""
+
+    def __init__(self, reward_funcs: list) -> None:
+        self.reward_funcs = [f for f in reward_funcs if hasattr(f, "stats")]
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        metrics = {f"rewards/{f.__name__}/failures": float(f.stats.failures) for f in self.reward_funcs}
+        if logs is not None:
+            logs.update(metrics)
+        if state.log_history:
+            state.log_history[-1].update(metrics)

@@ -1,0 +1,61 @@
+"""SFT of a DeepSeek-V3-architecture model on an instruction mix.
+
+    accelerate launch recipes/sft.py --config recipes/configs/tiny/sft.yaml [--key value ...]
+
+TRL's `SFTTrainer` trains (assistant-only loss, padding-free packing, LoRA through PEFT, checkpoints, eval). This
+script adds the mix (built once by `data_tools` from a YAML spec, or read from a built dir), the model's MTP loss
+and sequence-wise balance loss, the auxiliary-loss-free bias update with router metrics, resuming only from
+complete checkpoints, and an atomic final checkpoint in `output_dir/final` that plain transformers loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import SFTConfig, SFTTrainer, TrlParser
+
+from data_tools import load_sft_dataset
+from posttrain.training import ModelArguments, attach, build_model_and_tokenizer, peft_config, resolve_resume, save_final
+
+
+@dataclass
+class SFTScriptArguments:
+    """Where the training conversations come from."""
+
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "A mix spec YAML (built once into <output_dir>/data), a built mix dir, or any dataset the "
+                  "mix builder reads (JSONL/Parquet/CSV, datasets dir)."},
+    )
+    eval_size: int = field(default=200, metadata={"help": "Rows held out of the mix for the eval loss (0: none)."})
+
+
+def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelArguments) -> None:
+    if script_args.dataset_path is None:
+        raise ValueError("--dataset_path is required: a mix spec YAML, a built mix dir, or a JSONL/Parquet/CSV file")
+    dataset = load_sft_dataset(script_args.dataset_path, workdir=f"{training_args.output_dir}/data")
+    dataset = dataset.select_columns(["messages"])
+    eval_dataset = None
+    if script_args.eval_size > 0:
+        split = dataset.train_test_split(test_size=script_args.eval_size, seed=training_args.seed)
+        dataset, eval_dataset = split["train"], split["test"]
+
+    model, tokenizer = build_model_and_tokenizer(model_args)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config(model_args),
+    )
+    attach(trainer, model_args)
+    trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
+    final = save_final(trainer, tokenizer, training_args.output_dir)
+    trainer.accelerator.print(f"Saved {final}")
+    trainer.end()
+
+
+if __name__ == "__main__":
+    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelArguments))
+    main(*parser.parse_args_and_config())
