@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from posttrain.model import load_model
 
 Prompt = str | list[dict[str, str]]
 
@@ -44,12 +46,20 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a plain HF-format checkpoint and its tokenizer for inference (bf16 on GPU, fp32 on CPU)."""
+    """Load an HF-format checkpoint and its tokenizer for inference (bf16 on GPU, fp32 on CPU).
+
+    DeepSeek-V3 checkpoints go through `posttrain.model.load_model`, which also restores the MTP module (plain
+    `AutoModelForCausalLM.from_pretrained` reports its keys as unexpected); outside training its forward, and so
+    generation, is transformers' own bit for bit. Any other causal LM loads with `AutoModelForCausalLM`.
+    """
     dev = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev).eval()
-    return model, tokenizer
+    if AutoConfig.from_pretrained(path).model_type == "deepseek_v3":
+        model = load_model(path, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model.to(dev).eval(), tokenizer
 
 
 def encode_prompts(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 from eval.generate import encode_prompts, generate, load_checkpoint
 
@@ -47,3 +49,10 @@ def test_chat_template_wraps_string_prompts_and_can_be_turned_off(model_and_toke
     chat, raw = encode_prompts(tokenizer, ["2+2?"]), encode_prompts(tokenizer, ["2+2?"], chat_template=False)
     assert tokenizer.decode(chat[0]) == "<|bos|><|user|>2+2?<|assistant|>"
     assert tokenizer.decode(raw[0]) == "2+2?"
+
+
+def test_project_loader_generates_exactly_what_plain_from_pretrained_does(model_and_tokenizer, tiny_run: Path) -> None:
+    model, tokenizer = model_and_tokenizer
+    plain = AutoModelForCausalLM.from_pretrained(tiny_run / "checkpoint-1", dtype=torch.float32).eval()
+    ids = encode_prompts(tokenizer, PROMPTS)
+    assert generate(model, tokenizer, ids, max_new_tokens=8) == generate(plain, tokenizer, ids, max_new_tokens=8)
