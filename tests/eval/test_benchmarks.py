@@ -108,3 +108,15 @@ def test_builtin_benchmark_is_the_generators_heldout_split_with_prompts_unchange
     heldout = generate_task("word_problems", 5, seed=0, split="heldout")
     rows = load_benchmark("word_problems", limit=5).rows
     assert [(r["id"], r["prompt"]) for r in rows] == [(r["id"], r["prompt"]) for r in heldout]
+
+
+@pytest.mark.skipif(not GSM8K.is_file(), reason=f"no local GSM8K test split at {GSM8K} (set POSTTRAIN_GSM8K)")
+def test_plain_gsm8k_reads_the_hub_test_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    asked = []
+    local = [json.loads(line) for line in GSM8K.read_text().splitlines()[:3]]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: asked.append((args, kwargs)) or local)
+    bench = load_benchmark("gsm8k")
+    assert asked == [(("openai/gsm8k", "main"), {"split": "test"})]
+    assert [row["solution"] for row in bench.rows] == [row["answer"] for row in local]

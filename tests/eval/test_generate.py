@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from eval.generate import encode_prompts, generate, load_checkpoint
+from eval.generate import encode_prompts, generate, load_checkpoint, load_vllm
 
 PROMPTS = ["What is 12 + 7?", "Reverse the string 'hello world' and then count its letters, please.", "Hi"]
 
@@ -56,3 +57,9 @@ def test_project_loader_generates_exactly_what_plain_from_pretrained_does(model_
     plain = AutoModelForCausalLM.from_pretrained(tiny_run / "checkpoint-1", dtype=torch.float32).eval()
     ids = encode_prompts(tokenizer, PROMPTS)
     assert generate(model, tokenizer, ids, max_new_tokens=8) == generate(plain, tokenizer, ids, max_new_tokens=8)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_vllm_backend_without_vllm_says_how_to_install_it() -> None:
+    with pytest.raises(ImportError, match=r"pip install 'posttrain\[vllm\]'"):
+        load_vllm("any/checkpoint")
