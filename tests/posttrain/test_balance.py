@@ -15,22 +15,22 @@ def _skewed_router() -> torch.nn.Module:
     router = DeepseekV3TopkRouter(DeepseekV3Config(**PRESETS["tiny"])).train()
     with torch.no_grad():
         router.weight.normal_(0, 0.02)
-        router.weight[:3] += 0.3  # experts 0-2 score high for every token
+        router.weight[:3] += 0.1  # experts 0-2 have larger scores for most tokens
     return router
 
 
 def test_bias_updates_alone_halve_maxvio_within_50_updates():
     router = _skewed_router()
-    loads = RouterLoads(router)
-    x = torch.randn(512, router.hidden_dim) + 1.0  # a shared direction so the skew is systematic
     weight = router.weight.detach().clone()
-    router(x)
-    before = max_violation(balance_step(loads, gamma=0.01)).item()
+    loads = RouterLoads(router)
+    router(torch.randn(1024, router.hidden_dim))
+    before = max_violation(balance_step(loads, gamma=0.005)).item()
     assert before > 1.0
+    history = []
     for _ in range(50):
-        router(x)
-        after = max_violation(balance_step(loads, gamma=0.01)).item()
-    assert after <= before / 2
+        router(torch.randn(1024, router.hidden_dim))  # a fresh batch each step
+        history.append(max_violation(balance_step(loads, gamma=0.005)).item())
+    assert max(history[-10:]) <= before / 2  # and it stays down
     assert abs(router.e_score_correction_bias.mean().item()) < 1e-6  # updates are recentred
     assert torch.equal(router.weight, weight)  # the bias alone did it
 
@@ -54,7 +54,7 @@ def test_max_violation_is_zero_for_uniform_load():
 
 def test_sequence_balance_loss_sends_gradient_to_router_weight():
     router = _skewed_router()
-    x = torch.randn(2 * 12, router.hidden_dim) + 1.0
+    x = torch.randn(2 * 12, router.hidden_dim) + 1.0  # a shared direction: experts 0-2 always win
     logits, _, topk = router(x)
     segments = torch.arange(24) // 12
     loss = sequence_balance_loss(logits, topk, segments, torch.ones(24, dtype=torch.bool))
