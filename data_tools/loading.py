@@ -1,0 +1,72 @@
+"""What the recipes call: a training set or a prompt set from whatever path a user gives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from data_tools.generators import prompt_dataset
+from data_tools.mix import STATS_FILE, build_mix, load_mix
+from data_tools.sources import read_source
+
+_SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+def _read_any(path: str, require_response: bool) -> Dataset:
+    """A built mix dir as is, else any source the mix builder reads (domain tag `unknown` unless rows carry one)."""
+    if (Path(path) / STATS_FILE).is_file():
+        return load_mix(path)
+    return read_source({"path": path, "domain": "unknown"}, require_response=require_response)
+
+
+def load_sft_dataset(path: str | Path, workdir: str | Path | None = None) -> Dataset:
+    """SFT rows from a mix spec YAML (built into `workdir` once, rebuilt when the spec changes), a built mix dir,
+    or any file or `datasets` dir the mix builder reads.
+
+    >>> import tempfile
+    >>> ds = load_sft_dataset("recipes/configs/tiny/mix.yaml", workdir=tempfile.mkdtemp())
+    >>> {"messages", "input_ids", "solution"} <= set(ds.column_names)
+    True
+    """
+    path = str(path)
+    if not path.endswith(_SPEC_SUFFIXES):
+        return _read_any(path, require_response=True)
+    if workdir is None:
+        raise ValueError(f"load_sft_dataset({path!r}): a mix spec needs a workdir to build the mix into")
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    stats_path = Path(workdir) / STATS_FILE
+    if stats_path.is_file() and json.loads(stats_path.read_text()).get("spec_sha256") == digest:
+        return load_mix(workdir)
+    build_mix(path, workdir, overwrite=True)
+    return load_mix(workdir)
+
+
+def load_prompts(
+    dataset_path: str | Path | None = None, tasks: str | Sequence[str] = ("arithmetic",), n: int = 2000, seed: int = 0,
+    split: str = "train", **options: Any,
+) -> Dataset:
+    """A prompt set for GRPO or eval: `prompt` (a one-message user conversation), `solution`, `tests`,
+    `entry_point`, `id`, `domain`, `source`. From `dataset_path` (a built mix dir or any source the mix builder
+    reads; a conversation's first user turn is the prompt) or, when None, `n` builtin prompts per task in `tasks`.
+
+    >>> load_prompts(tasks=["arithmetic"], n=3).column_names[:2]
+    ['prompt', 'solution']
+    """
+    if dataset_path is None:
+        return prompt_dataset(tasks, n, seed=seed, split=split, **options)
+    rows = _read_any(str(dataset_path), require_response=False)
+
+    def to_prompt(messages: list[dict[str, str]]) -> dict[str, Any]:
+        # Everything before the first assistant turn (a system turn included) is the prompt.
+        end = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
+        return {"prompt": messages[:end]}
+
+    columns = ["solution", "tests", "entry_point", "id", "domain", "source"]
+    rows = rows.map(to_prompt, input_columns="messages", remove_columns=[c for c in rows.column_names
+                                                                           if c not in columns])
+    return rows.select_columns(["prompt", *columns])

@@ -1,0 +1,98 @@
+"""Decide which rows make the mix: drop bad, contaminated, too-long and duplicate rows, then sample each source to
+its target and shuffle, all on numpy columns (a few bytes per row), never on the rows themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data_tools.process import BLANK, OK
+
+# Drop reasons, in the order they are checked; a row counts under the first that applies.
+REASONS = ("invalid", "contaminated", "too_long", "duplicate", "near_duplicate")
+
+
+@dataclass
+class Selection:
+    """The outcome: final row order (indices into the processed rows) and what happened to every row."""
+
+    order: np.ndarray  # int64 indices of the mix's rows, shuffled
+    source_index: np.ndarray  # per processed row, its source's position in the spec
+    reason: np.ndarray  # per processed row: -2 blank, -1 kept, else an index into REASONS
+    selected: np.ndarray  # per processed row: in the mix
+
+
+def _numpy(column: pa.ChunkedArray) -> np.ndarray:
+    return column.to_numpy()
+
+
+def first_occurrences(values: np.ndarray) -> np.ndarray:
+    """True where a value appears for the first time (in array order).
+
+    >>> first_occurrences(np.array([3, 1, 3, 2, 1])).tolist()
+    [True, True, False, True, False]
+    """
+    first = np.zeros(len(values), dtype=bool)
+    first[np.unique(values, return_index=True)[1]] = True
+    return first
+
+
+def near_duplicates(bands: np.ndarray) -> np.ndarray:
+    """True for rows sharing any LSH band key with an earlier row; `bands` is (rows, bands).
+
+    >>> near_duplicates(np.array([[1, 2], [3, 2], [4, 5]])).tolist()
+    [False, True, False]
+    """
+    duplicate = np.zeros(len(bands), dtype=bool)
+    positions = np.arange(len(bands))
+    for band in bands.T:
+        _, first, inverse = np.unique(band, return_index=True, return_inverse=True)
+        duplicate |= first[inverse.ravel()] != positions
+    return duplicate
+
+
+def select_rows(
+    table: pa.Table, source_lengths: list[int], targets: list[int | None], max_tokens: int | None, seed: int,
+    num_bands: int,
+) -> Selection:
+    """Choose the mix's rows from the processed rows' internal columns (`_status`, `_eval`, `_key`, `_bands`,
+    `num_tokens`); sources are consecutive in `table`, `source_lengths` long each."""
+    n = table.num_rows
+    source_index = np.repeat(np.arange(len(source_lengths)), source_lengths)
+    status = table.column("_status")
+    reason = np.full(n, -1, dtype=np.int8)
+    reason[_numpy(pc.equal(status, BLANK))] = -2
+    checks = [
+        pc.and_(pc.not_equal(status, OK), pc.not_equal(status, BLANK)),
+        pc.is_valid(table.column("_eval")),
+        pc.greater(table.column("num_tokens"), max_tokens) if max_tokens is not None else None,
+    ]
+    for code, check in enumerate(checks):
+        if check is not None:
+            reason[(reason == -1) & _numpy(check)] = code
+    alive = np.flatnonzero(reason == -1)
+    duplicate = ~first_occurrences(_numpy(table.column("_key"))[alive])
+    reason[alive[duplicate]] = REASONS.index("duplicate")
+    if num_bands:
+        band_lengths = _numpy(pc.list_value_length(table.column("_bands")).fill_null(0))
+        with_bands = np.flatnonzero(band_lengths == num_bands)
+        flat = _numpy(pc.list_flatten(table.column("_bands"))).reshape(-1, num_bands)
+        has = np.zeros(n, dtype=bool)
+        has[with_bands] = True
+        candidates = np.flatnonzero((reason == -1) & has)
+        # Rows of `flat` are the rows with bands, in order: find each candidate's row there.
+        rows_in_flat = np.searchsorted(with_bands, candidates)
+        reason[candidates[near_duplicates(flat[rows_in_flat])]] = REASONS.index("near_duplicate")
+    rng = np.random.default_rng(seed)
+    selected = np.zeros(n, dtype=bool)
+    for i, target in enumerate(targets):
+        kept = np.flatnonzero((reason == -1) & (source_index == i))
+        if target is not None and target < len(kept):
+            kept = np.sort(rng.choice(kept, size=target, replace=False))
+        selected[kept] = True
+    order = rng.permutation(np.flatnonzero(selected))
+    return Selection(order=order, source_index=source_index, reason=reason, selected=selected)
