@@ -64,6 +64,9 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
 
     # The released checkpoints repeat the shared embedding and head inside each MTP layer; we use the main ones.
     _keys_to_ignore_on_load_unexpected = [r"model\.layers\.\d+\.(embed_tokens|shared_head\.head)\.weight"]
+    # transformers decides whether the experts backend (eager / batched_mm / grouped_mm) may be chosen by grepping
+    # the class's module source for "@use_experts_implementation"; our experts are its own, so say so.
+    _can_set_experts_implementation_cached_value = True
 
     def __init__(self, config: DeepseekV3Config) -> None:
         super().__init__(config)
