@@ -105,10 +105,15 @@ class MathReward(Reward):
                 scores[i] = verdict if isinstance(verdict, BaseException) or verdict is None else float(verdict)
         return scores
 
+    def start(self) -> None:
+        """Start the verifier workers now and wait until they are ready (otherwise the first call does)."""
+        self._verifier().start()
+
     def _verifier(self) -> WorkerPool:
         if self._pool is None:
             workers = self.workers or min(4, os.cpu_count() or 1)
-            self._pool = WorkerPool(_VERIFY_TARGET, workers=workers, timeout=self.timeout)
+            self._pool = WorkerPool(_VERIFY_TARGET, workers=workers, timeout=self.timeout,
+                                    warmup=(r"\frac{1}{2}", r"\sqrt{x} = 0.5"))
         return self._pool
 
 

@@ -161,7 +161,7 @@ class _Slot:
         self.dir = ""
 
     def start(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix=f"posttrain-sandbox-{self.index}-")
+        self.dir = tempfile.mkdtemp(prefix=f"posttrain-sandbox-{self.index}-", dir=_scratch_root())
         os.chmod(self.dir, 0o755)
         cleanup = "namespace" if self.mode != "none" else ("uid" if self.uid is not None else "descendants")
         workdir = _BWRAP_WORKDIR if self.mode == "bwrap" else self.dir
@@ -228,6 +228,18 @@ class _Slot:
             _kill_uid(self.uid)
         shutil.rmtree(self.dir, ignore_errors=True)
         return error
+
+
+@functools.cache
+def _scratch_root() -> str | None:
+    """Where slot directories go: /dev/shm when it is a roomy tmpfs (creating and removing a directory per
+    program costs ~4 ms on a journaled disk, ~0.01 ms there), else the system temporary directory."""
+    try:
+        shm = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    roomy = shm.f_bavail * shm.f_frsize >= 1 << 30
+    return "/dev/shm" if roomy and os.access("/dev/shm", os.W_OK) else None
 
 
 def _processes_of(uid: int) -> int:

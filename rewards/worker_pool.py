@@ -32,6 +32,9 @@ from multiprocessing.connection import Connection
 conn_in, conn_out = Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)
 module, _, name = sys.argv[3].partition(":")
 func = getattr(importlib.import_module(module), name)
+warmup = conn_in.recv()
+if warmup is not None:
+    func(*warmup)
 conn_out.send("ready")
 while True:
     try:
@@ -48,7 +51,7 @@ while True:
 class _Worker:
     """One worker subprocess and its two pipe ends."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, warmup: tuple[Any, ...] | None) -> None:
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
         # The package root goes on the path so the worker imports the same `rewards` the caller did.
@@ -62,6 +65,7 @@ class _Worker:
         os.close(result_w)
         self.tasks = Connection(task_w, readable=False)
         self.results = Connection(result_r, writable=False)
+        self.tasks.send(warmup)
         self.ready = False
         self.started = time.monotonic()
         self.job: int | None = None
@@ -78,30 +82,34 @@ class _Worker:
 class WorkerPool:
     """Run `module:function` on argument tuples in `workers` processes, each call bounded by `timeout` seconds.
 
+    `warmup`, if given, is one call each worker makes before it takes tasks, so lazy initialisation (sympy's
+    LaTeX parser builds itself on first use) is not charged to the first task.
+
     `map` returns, per task, the function's result, a `TimeoutError`, or a `RuntimeError` carrying the worker's
     exception message. Thread-safe; a pool used after `fork` starts fresh workers in the child.
     """
 
-    def __init__(self, target: str, workers: int, timeout: float) -> None:
+    def __init__(self, target: str, workers: int, timeout: float, warmup: tuple[Any, ...] | None = None) -> None:
         if workers < 1 or timeout <= 0:
             raise ValueError(f"WorkerPool needs workers >= 1 and timeout > 0, got workers={workers}, timeout={timeout}")
-        self.target, self.size, self.timeout = target, workers, timeout
+        self.target, self.size, self.timeout, self.warmup = target, workers, timeout, warmup
         self._lock = threading.Lock()
         self._workers: list[_Worker] = []
         self._pid = os.getpid()
         self.restarts = 0
         weakref.finalize(self, _kill_all, self._workers, self._pid)
 
+    def start(self) -> None:
+        """Start the workers and wait until all are ready (else the first `map` starts them)."""
+        with self._lock:
+            self._fill()
+            while not all(w.ready for w in self._workers):
+                self._run([])
+
     def map(self, tasks: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Run every task; results come back in task order."""
         with self._lock:
-            if self._pid != os.getpid():
-                # Pipes inherited through fork belong to the parent's workers.
-                # (A worker also exits by itself once its task pipe closes, so none outlives its owner.)
-                self._workers.clear()
-                self._pid = os.getpid()
-            while len(self._workers) < self.size:
-                self._workers.append(_Worker(self.target))
+            self._fill()
             try:
                 return self._run(tasks)
             except BaseException:
@@ -110,11 +118,23 @@ class WorkerPool:
                 self._workers.clear()
                 raise
 
+    def _fill(self) -> None:
+        if self._pid != os.getpid():
+            # Pipes inherited through fork belong to the parent's workers.
+            # (A worker also exits by itself once its task pipe closes, so none outlives its owner.)
+            self._workers.clear()
+            self._pid = os.getpid()
+        while len(self._workers) < self.size:
+            self._workers.append(_Worker(self.target, self.warmup))
+
     def _run(self, tasks: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Dispatch `tasks`; with none, one round of waiting for workers' messages (used by `start`)."""
         results: list[Any] = [None] * len(tasks)
         pending = deque(range(len(tasks)))
         busy = 0
-        while pending or busy:
+        first = True
+        while pending or busy or first:
+            first = False
             for worker in self._workers:
                 if worker.ready and worker.job is None and pending:
                     worker.job = pending.popleft()
@@ -122,8 +142,11 @@ class WorkerPool:
                     worker.tasks.send(tasks[worker.job])
                     busy += 1
             now = time.monotonic()
-            deadlines = [w.deadline if w.ready else w.started + _START_TIMEOUT_S for w in self._workers]
-            for conn in wait([w.results for w in self._workers], timeout=max(0.0, min(deadlines) - now)):
+            # Idle workers have no deadline (their last one is stale): only busy and starting ones bound the wait.
+            deadlines = [w.deadline if w.job is not None else w.started + _START_TIMEOUT_S
+                         for w in self._workers if w.job is not None or not w.ready]
+            timeout = max(0.0, min(deadlines) - now) if deadlines else 0.0
+            for conn in wait([w.results for w in self._workers], timeout=timeout):
                 worker = next(w for w in self._workers if w.results is conn)
                 try:
                     message = conn.recv()
@@ -147,7 +170,7 @@ class WorkerPool:
     def _replace(self, worker: _Worker, results: list[Any], error: Exception) -> int:
         """Kill `worker`, fail its task with `error`, start a replacement; returns 1 if a task was failed."""
         worker.kill()
-        self._workers[self._workers.index(worker)] = _Worker(self.target)
+        self._workers[self._workers.index(worker)] = _Worker(self.target, self.warmup)
         self.restarts += 1
         if not worker.ready:
             # Not a bad input but a broken setup (an import error, say): every task would fail the same way.

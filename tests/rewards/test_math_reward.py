@@ -104,7 +104,7 @@ PATHOLOGICAL = [
 
 def test_pathological_answers_return_zero_within_two_seconds():
     reward = MathReward(workers=len(PATHOLOGICAL))
-    reward(completions=["1"], solution=["2"])  # workers up: their start is not a row's time
+    reward.start()  # workers up: their start is not a row's time
     start = time.monotonic()
     assert reward(completions=PATHOLOGICAL, solution=["4"] * len(PATHOLOGICAL)) == [0.0] * len(PATHOLOGICAL)
     assert time.monotonic() - start < 2.0

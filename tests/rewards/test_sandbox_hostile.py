@@ -4,6 +4,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -125,7 +126,7 @@ def test_program_sees_only_its_own_empty_directory_and_scrubbed_environment(sand
 
 def test_temporary_directories_are_removed(sandbox):
     sandbox.run(["open('big.bin', 'wb').write(b'0' * 1000)"] * 8)
-    slot_dirs = [Path(p) for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("posttrain-sandbox-*")]
+    slot_dirs = [Path(p) for p in Path(sandbox_module._scratch_root() or tempfile.gettempdir()).glob("posttrain-sandbox-*")]
     assert slot_dirs and all(list(d.iterdir()) == [] for d in slot_dirs)
 
 
