@@ -87,6 +87,22 @@ def build_model_and_tokenizer(args: ModelArguments):
     return model, tokenizer
 
 
+def training_columns(dataset, tokenizer: PreTrainedTokenizerBase, assistant_only_loss: bool) -> list[str]:
+    """The columns SFT trains on: the mix's own token ids when they are this tokenizer's, else `messages`.
+
+    The mix builder tokenizes once with its target tokenizer, so SFTTrainer need not; its `assistant_masks`
+    column then carries assistant-only loss. A mix built with another tokenizer falls back to the conversations,
+    which SFTTrainer tokenizes itself.
+    """
+    if not {"input_ids", "assistant_masks"} <= set(dataset.column_names):
+        return ["messages"]
+    row = dataset[0]
+    ours = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
+    if list(ours) != list(row["input_ids"]):
+        return ["messages"]
+    return ["input_ids", "assistant_masks"] if assistant_only_loss else ["input_ids"]
+
+
 def peft_config(args: ModelArguments):
     """The PEFT LoRA config for `args`, or None for full fine-tuning."""
     if not args.use_peft:

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from trl import SFTConfig, SFTTrainer, TrlParser
 
 from data_tools import load_sft_dataset
-from posttrain.training import ModelArguments, attach, build_model_and_tokenizer, peft_config, resolve_resume, save_final
+from posttrain.training import (
+    ModelArguments,
+    attach,
+    build_model_and_tokenizer,
+    peft_config,
+    resolve_resume,
+    save_final,
+    training_columns,
+)
 
 
 @dataclass
@@ -33,14 +41,17 @@ class SFTScriptArguments:
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelArguments) -> None:
     if script_args.dataset_path is None:
         raise ValueError("--dataset_path is required: a mix spec YAML, a built mix dir, or a JSONL/Parquet/CSV file")
+    model, tokenizer = build_model_and_tokenizer(model_args)
     dataset = load_sft_dataset(script_args.dataset_path, workdir=f"{training_args.output_dir}/data")
-    dataset = dataset.select_columns(["messages"])
+    columns = training_columns(dataset, tokenizer, training_args.assistant_only_loss)
+    dataset = dataset.select_columns(columns)
+    if "messages" not in columns:  # pre-tokenized: TRL applies `assistant_masks` itself
+        training_args.assistant_only_loss = False
     eval_dataset = None
     if script_args.eval_size > 0:
         split = dataset.train_test_split(test_size=script_args.eval_size, seed=training_args.seed)
         dataset, eval_dataset = split["train"], split["test"]
 
-    model, tokenizer = build_model_and_tokenizer(model_args)
     trainer = SFTTrainer(
         model=model,
         args=training_args,
