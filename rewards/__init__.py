@@ -9,7 +9,8 @@ Public API:
   `reward_model`, `judge`), an installed plugin (entry-point group `posttrain.rewards`), `package.module:function`,
   `path/to/file.py:function`, or a dict `{"name": ..., **params}` configuring it (`{"name": "code", "timeout": 3}`).
 - `combine(funcs, weights) -> RewardFunc`: their weighted sum.
-- `check_columns(funcs, column_names)`: raise ValueError, before training, if a reward's column is missing.
+- `check_columns(funcs, column_names, rows=())`: raise ValueError, before training, if a reward's column is
+  missing or (given the rows) one of its values is malformed.
 - `list_rewards() -> list[RewardInfo]`: builtins and installed plugins.
 
 Every returned reward has `__name__` (TRL logs under it), `required_columns` (tuple of column names), and

@@ -37,7 +37,7 @@ def completion_text(completion: Any) -> str:
 
 @dataclass
 class RewardStats:
-    """Counts of a reward's calls, scored rows and failures (raised or timed out), with the first failure message."""
+    """Counts of a reward's scored rows and failed ones (raised or timed out), with the first failure message."""
 
     rows: int = 0
     failures: int = 0
@@ -97,6 +97,8 @@ class Reward:
             scores = self.score_batch(prompts, texts, rows)
         except Exception as exc:  # noqa: BLE001 - a failing reward must not stop training
             scores = [exc] * len(texts)
+        if len(scores) != len(texts):
+            scores = [RuntimeError(f"{len(scores)} scores for {len(texts)} completions")] * len(texts)
         errors = [s for s in scores if isinstance(s, BaseException)]
         if self.stats.record(len(texts), errors):
             logger.warning("reward %r failed on a row (%s); those rows score %r", self.name, self.stats.first_error,

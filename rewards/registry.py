@@ -161,21 +161,28 @@ class _Guarded:
         return scores
 
 
-def check_columns(funcs: Iterable[RewardFunc], column_names: Iterable[str]) -> None:
-    """Raise ValueError, before training, when a reward's `required_columns` are not all in `column_names`.
+def check_columns(funcs: Iterable[RewardFunc], column_names: Iterable[str], rows: Iterable[dict[str, Any]] = ()) -> None:
+    """Raise ValueError, before training, when a reward's `required_columns` are not all in `column_names`, or
+    when a value in `rows` (e.g. the dataset itself) is malformed for a reward that checks its columns.
 
-    >>> check_columns([get_reward("math")], ["prompt", "solution"])
+    >>> check_columns([get_reward("math")], ["prompt", "solution"], rows=[{"solution": "42"}])
     >>> check_columns([get_reward("code")], ["prompt", "solution"])
     Traceback (most recent call last):
     ...
     ValueError: reward 'code' needs column 'tests', which the dataset lacks (it has ['prompt', 'solution'])
     """
-    names = list(column_names)
+    funcs, names = list(funcs), list(column_names)
     for func in funcs:
         for column in getattr(func, "required_columns", ()):
             if column not in names:
                 raise ValueError(f"reward {func.__name__!r} needs column {column!r}, which the dataset lacks "
                                  f"(it has {sorted(names)})")
+    checked = [f for f in funcs if isinstance(f, Reward)]
+    for index, row in enumerate(rows if checked else ()):
+        for func in checked:
+            for column in func.required_columns + func.optional_columns:
+                if row.get(column) is not None:
+                    func.validate(column, index, row[column])
 
 
 class _Combined:

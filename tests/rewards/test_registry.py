@@ -1,3 +1,4 @@
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -119,3 +120,19 @@ def test_installed_plugin_is_found_through_its_entry_point(tmp_path):
         subprocess.run(pip + ["uninstall", "-y", "posttrain-test-plugin"], check=True)
     with pytest.raises(ValueError, match="unknown reward 'exact'"):
         get_reward("exact")
+
+
+def test_check_columns_validates_values_of_the_given_rows():
+    rows = [{"tests": "assert True"}, {"tests": None}, {"tests": 7}]
+    with pytest.raises(ValueError, match=r"reward 'code': column 'tests' in row 2 is 7; expected a string"):
+        check_columns([get_reward("code")], ["tests"], rows=rows)
+
+
+@pytest.mark.parametrize("name", ["math", "code", "format", "length", "repetition"])
+def test_builtins_survive_pickling_for_worker_processes(name):
+    reward = get_reward(name)
+    reward.stats.record(1, [RuntimeError("before")])
+    copy = pickle.loads(pickle.dumps(reward))
+    assert copy.__name__ == name and copy.stats.failures == 1
+    assert copy(completions=[r"<think>a</think> \boxed{1}"], solution=["1"], tests=["assert True"]) == \
+        reward(completions=[r"<think>a</think> \boxed{1}"], solution=["1"], tests=["assert True"])
