@@ -19,6 +19,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,13 @@ _READY = "ready"
 # The worker's import of the task function (sympy, for math) must not count against any task's time.
 _START_TIMEOUT_S = 120.0
 _SERVE = """
-import importlib, sys
+import ctypes, importlib, os, sys
 from multiprocessing.connection import Connection
+# Die with the thread that started us (the pool's spawner thread, which lives as long as its process): a worker
+# stuck in a pathological task must not outlive its pool.
+ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+if os.getppid() != int(sys.argv[4]):
+    sys.exit(0)
 conn_in, conn_out = Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)
 module, _, name = sys.argv[3].partition(":")
 func = getattr(importlib.import_module(module), name)
@@ -48,6 +54,18 @@ while True:
 """
 
 
+_spawners: dict[int, ThreadPoolExecutor] = {}
+
+
+def _spawner() -> ThreadPoolExecutor:
+    """This process's one long-lived thread that starts workers. A worker dies with the thread that started it
+    (PR_SET_PDEATHSIG is per thread), so that must not be a caller's short-lived thread."""
+    pid = os.getpid()
+    if pid not in _spawners:  # after fork, the parent's thread does not exist here
+        _spawners[pid] = ThreadPoolExecutor(1, thread_name_prefix="worker-spawner")
+    return _spawners[pid]
+
+
 class _Worker:
     """One worker subprocess and its two pipe ends."""
 
@@ -57,10 +75,9 @@ class _Worker:
         # The package root goes on the path so the worker imports the same `rewards` the caller did.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                            os.environ.get("PYTHONPATH", "")])}
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, str(task_r), str(result_w), target],
-            pass_fds=(task_r, result_w), env=env, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        command = [sys.executable, "-c", _SERVE, str(task_r), str(result_w), target, str(os.getpid())]
+        self.process = _spawner().submit(subprocess.Popen, command, pass_fds=(task_r, result_w), env=env,
+                                         stdin=subprocess.DEVNULL, start_new_session=True).result()
         os.close(task_r)
         os.close(result_w)
         self.tasks = Connection(task_w, readable=False)
@@ -137,9 +154,15 @@ class WorkerPool:
             first = False
             for worker in self._workers:
                 if worker.ready and worker.job is None and pending:
-                    worker.job = pending.popleft()
-                    worker.deadline = time.monotonic() + self.timeout
-                    worker.tasks.send(tasks[worker.job])
+                    job = pending.popleft()
+                    try:
+                        worker.tasks.send(tasks[job])
+                    except OSError:
+                        # The worker died while idle: not this task's fault, so it goes to another worker.
+                        pending.appendleft(job)
+                        self._replace(worker, results, RuntimeError("verifier worker died"))
+                        continue
+                    worker.job, worker.deadline = job, time.monotonic() + self.timeout
                     busy += 1
             now = time.monotonic()
             # Idle workers have no deadline (their last one is stale): only busy and starting ones bound the wait.
@@ -169,10 +192,12 @@ class WorkerPool:
 
     def _replace(self, worker: _Worker, results: list[Any], error: Exception) -> int:
         """Kill `worker`, fail its task with `error`, start a replacement; returns 1 if a task was failed."""
+        # Killed from outside (its starting thread ended, say) rather than failed by itself.
+        killed = worker.process.poll() == -9
         worker.kill()
         self._workers[self._workers.index(worker)] = _Worker(self.target, self.warmup)
         self.restarts += 1
-        if not worker.ready:
+        if not worker.ready and not killed:
             # Not a bad input but a broken setup (an import error, say): every task would fail the same way.
             raise RuntimeError(f"the worker for {self.target} did not start: {error}; run "
                                f"`python -c 'import {self.target.partition(':')[0]}'` to see why")

@@ -1,5 +1,7 @@
 import json
 import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -157,3 +159,34 @@ def test_safe_from_processes(math_reward, start_method):
 )
 def test_final_answer_extraction(text, expected):
     assert final_answer(text) == expected
+
+
+def test_pool_started_from_a_finished_thread_keeps_working():
+    reward = MathReward(workers=1)
+    thread = threading.Thread(target=reward, kwargs={"completions": [r"\boxed{\frac{1}{2}}"], "solution": ["0.5"]})
+    thread.start()
+    thread.join()
+    assert reward(completions=[r"\boxed{\frac{1}{4}}"], solution=["0.25"]) == [1.0]
+    assert reward.failures == 0
+
+
+HUNG_PARENT = """
+import sys
+from rewards.math_accuracy import MathReward
+reward = MathReward(timeout=600, workers=1)
+reward.start()
+print(reward._pool._workers[0].process.pid, flush=True)
+reward(completions=[r"\\boxed{5^{5^{5^{5^{5}}}}}"], solution=["3"])
+"""
+
+
+def test_a_hung_worker_dies_with_its_killed_parent():
+    parent = subprocess.Popen([sys.executable, "-c", HUNG_PARENT], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    time.sleep(0.3)  # the worker is now deep in the power tower
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{worker}").exists()
