@@ -10,10 +10,11 @@ Training losses (report §2.2 eq. 25 and §2.1.2 eq. 17), config fields that sur
 The extra terms reach the gradient through the backbone output (an identity whose backward adds
 `aux_grad_scale` * d(extra), as DeepSeek-V2's AddAuxiliaryLoss does) rather than through `outputs.loss`: TRL's
 trainers replace `model.forward` with a fused LM head that computes its own loss from log-probs and never reads
-`outputs.loss`, but they still run `model.model`, so the terms are computed in a hook on it. `outputs.loss` then
-carries their value only. Labels reach that hook through a forward pre-hook on this model, which TRL's patched
-forward and PEFT's wrappers both go through. `aux_grad_scale` is 1 / gradient-accumulation steps (set by the
-trainer callback), matching how trainers scale the main loss.
+`outputs.loss`, but they still run `model.model`, so the terms are computed in a hook on it. Labels reach that
+hook through a forward pre-hook on this model, which TRL's patched forward and PEFT's wrappers both go through.
+`aux_grad_scale` is 1 / gradient-accumulation steps (set by the trainer callback), matching how trainers scale the
+main loss; `outputs.loss` carries the terms' value (detached) with the same scale, so `Trainer`'s logged loss sums
+to CE + extras over an accumulated step (times the world size under DDP, like Trainer's own token averaging).
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> DeepseekV3MTPOutput:
-        """The parent's forward; in training `loss` also holds the value of lambda*L_MTP + alpha*L_Bal."""
+        """The parent's forward; in training `loss` also holds aux_grad_scale * (lambda*L_MTP + alpha*L_Bal)."""
         self._extras = {}
         out = super().forward(
             input_ids=input_ids,
@@ -167,7 +168,7 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         extras, self._extras = self._extras, {}
         loss = out.loss
         if loss is not None and "total" in extras:
-            loss = loss + extras["total"]
+            loss = loss + self.aux_grad_scale * extras["total"]
         return DeepseekV3MTPOutput(
             loss=loss,
             mtp_loss=extras.get("mtp_loss"),

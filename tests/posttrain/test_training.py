@@ -1,0 +1,105 @@
+"""The trainer callback on real short `transformers.Trainer` and TRL `SFTTrainer` runs of the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import Trainer, TrainingArguments
+
+from posttrain.model import MoETrainingCallback, add_training_callbacks, load_model, training_callbacks
+from posttrain.tokenizer import build_tokenizer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _lm_dataset(n: int = 16, length: int = 24) -> Dataset:
+    ids = torch.randint(10, 1000, (n, length), generator=torch.Generator().manual_seed(0)).tolist()
+    return Dataset.from_dict({"input_ids": ids, "labels": ids})
+
+
+def _args(tmp_path, **kw) -> dict:
+    return dict(output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=2,
+                logging_steps=1, report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True, **kw)
+
+
+def test_trainer_run_updates_biases_and_logs_router_and_mtp_metrics(tmp_path):
+    torch.manual_seed(0)
+    model = load_model("tiny", seq_balance_alpha=1e-3)
+    trainer = Trainer(model=model, args=TrainingArguments(**_args(tmp_path)), train_dataset=_lm_dataset(),
+                      callbacks=training_callbacks(model, gamma=1e-3))
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2
+    for h in logs:
+        assert {"router/maxvio", "router/maxvio/layer_1", "router/maxvio/layer_4", "mtp_loss", "seq_balance_loss"} <= set(h)
+    assert model.aux_grad_scale == 0.5  # 1 / gradient_accumulation_steps
+    bias = model.model.layers[1].mlp.gate.e_score_correction_bias
+    assert bias.abs().max() > 0 and abs(bias.mean().item()) < 1e-6
+
+
+def test_add_training_callbacks_runs_before_reporters(tmp_path):
+    model = load_model("tiny")
+    trainer = Trainer(model=model, args=TrainingArguments(**_args(tmp_path)), train_dataset=_lm_dataset())
+    add_training_callbacks(trainer, gamma=0.0, log_expert_loads=True)
+    assert isinstance(trainer.callback_handler.callbacks[0], MoETrainingCallback)
+    trainer.train()
+    assert "router/load/layer_1/expert_15" in trainer.state.log_history[0]
+    assert model.model.layers[1].mlp.gate.e_score_correction_bias.abs().max() == 0  # gamma=0: statistics only
+
+
+def test_sft_trainer_packed_assistant_only_trains_mtp_through_trl_fused_head(tmp_path):
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(0)
+    model = load_model("tiny", mtp_loss_weight=0.3)
+    eh_proj = model.model.layers[model.config.num_hidden_layers].eh_proj.weight.detach().clone()
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
+                          {"role": "assistant", "content": f"The answer is {2 * i}."}]} for i in range(16)]
+    args = SFTConfig(**_args(tmp_path), packing=True, assistant_only_loss=True, max_length=128, bf16=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=build_tokenizer(), callbacks=training_callbacks(model))
+    assert "forward" in model.__dict__  # TRL replaced the forward with its fused LM head
+    trainer.train()
+    assert all("mtp_loss" in h and "router/maxvio" in h for h in trainer.state.log_history if "loss" in h)
+    assert not torch.equal(eh_proj, model.model.layers[model.config.num_hidden_layers].eh_proj.weight)
+
+
+_DDP_SCRIPT = """
+import json, sys, torch
+from datasets import Dataset
+from transformers import Trainer, TrainingArguments
+from posttrain.model import load_model, training_callbacks
+torch.manual_seed(0)
+model = load_model("tiny")
+rank_data = torch.randint(10, 1000, (16, 24), generator=torch.Generator().manual_seed(0)).tolist()
+ds = Dataset.from_dict({"input_ids": rank_data, "labels": rank_data})
+args = TrainingArguments(output_dir=sys.argv[1], per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                         max_steps=2, logging_steps=1, report_to=[], save_strategy="no", disable_tqdm=True,
+                         use_cpu=True)
+trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=training_callbacks(model))
+trainer.train()
+rank = trainer.args.process_index
+json.dump(trainer.state.log_history, open(f"{sys.argv[1]}/log_{rank}.json", "w"))
+"""
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_reduce_loads_across_ranks(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    # `accelerate launch --cpu --num_processes 2` starts a single process (accelerate 1.15): use torchrun
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd, check=True, env=env, timeout=180, capture_output=True)
+    logs = [json.loads((tmp_path / f"log_{r}.json").read_text()) for r in (0, 1)]
+    steps = [[h for h in log if "loss" in h] for log in logs]
+    assert len(steps[0]) == 2 and "train_runtime" in logs[1][-1]
+    for a, b in zip(*steps, strict=True):  # ranks saw different data, the all-reduced loads agree
+        assert a["router/maxvio"] == b["router/maxvio"] and a["mtp_loss"] == b["mtp_loss"]
