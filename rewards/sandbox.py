@@ -25,6 +25,7 @@ program, so a program costs a fork, not an interpreter start.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -177,15 +178,16 @@ class _Slot:
                                "pass isolation='none' to run without namespaces")
 
     def run(self, source: str, limits: SandboxLimits) -> Verdict:
-        if self.process is None:
-            self.start()
         job = {"source": source, **asdict(limits)}
         job["max_processes"] += self.extra_processes
         data = json.dumps(job).encode()
+        message = struct.pack("!I", len(data)) + data
+        if not self._send(message):
+            # The slot had died while idle (killed from outside): not this program's doing, so a fresh slot runs it.
+            self._stop()
+            self._send(message)
         start = time.monotonic()
         try:
-            self.process.stdin.write(struct.pack("!I", len(data)) + data)
-            self.process.stdin.flush()
             answer = self._read(start + limits.timeout + _ANSWER_GRACE_S)
         except OSError:
             answer = None
@@ -194,6 +196,17 @@ class _Slot:
             self._stop()
             return Verdict(False, "killed the sandbox", time.monotonic() - start)
         return Verdict(**answer)
+
+    def _send(self, message: bytes) -> bool:
+        """Hand a job to the zygote, starting it first if needed; False if it is gone."""
+        if self.process is None:
+            self.start()
+        try:
+            self.process.stdin.write(message)
+            self.process.stdin.flush()
+        except OSError:
+            return False
+        return True
 
     def _read(self, deadline: float) -> dict | None:
         """One length-prefixed JSON message from the zygote, or None on EOF or past `deadline`."""
@@ -222,7 +235,8 @@ class _Slot:
             self.process.wait()
             error = self.process.stderr.read(2000).decode(errors="replace").strip()
             for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-                stream.close()
+                with contextlib.suppress(OSError):  # stdin may hold a job the dead zygote never read
+                    stream.close()
             self.process = None
         if self.uid is not None and self.mode == "none":
             _kill_uid(self.uid)

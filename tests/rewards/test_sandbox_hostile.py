@@ -2,6 +2,7 @@
 
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -173,3 +174,16 @@ def test_auto_isolation_prefers_bubblewrap_where_it_works():
     assert detect_isolation() in ("bwrap", "unshare", "none")
     if Path("/usr/bin/bwrap").exists():
         assert detect_isolation() == "bwrap"
+
+
+def test_a_slot_killed_while_idle_is_restarted_without_blaming_the_next_program():
+    box = Sandbox(SandboxLimits(timeout=TIMEOUT), workers=1)
+    try:
+        assert box.run(["pass"])[0].passed
+        slot = box._slots.get()
+        box._slots.put(slot)
+        os.killpg(slot.process.pid, signal.SIGKILL)
+        slot.process.wait()
+        assert [v.passed for v in box.run(["assert 2 + 2 == 4"] * 2)] == [True, True]
+    finally:
+        box.close()
