@@ -125,6 +125,7 @@ class SelectionConfig:
     k: int = field(default=4, metadata={"help": "policy all: most samples kept per prompt."})
     dedupe: bool = field(default=True, metadata={"help": "Keep one of identical completions of a prompt."})
     max_tokens: int | None = field(default=None, metadata={"help": "Length cap (completion tokens); null: none."})
+    drop_truncated: bool = field(default=True, metadata={"help": "Drop samples cut at max_new_tokens."})
     require_think: bool = field(default=True, metadata={"help": "Need exactly one balanced <think>...</think> first."})
     think_in_prompt: bool = field(
         default=False, metadata={"help": "The teacher's chat template opens <think> itself: completions hold only "

@@ -144,7 +144,7 @@ def readability(record: dict[str, Any], prompt_text: str, config: SelectionConfi
     Reasons: `truncated`, `too_long`, `unbalanced_think` (or no answer after it), `language_mixing`.
     """
     text = record.get("text") or ""
-    if record.get("truncated"):
+    if record.get("truncated") and config.drop_truncated:
         return None, "truncated"
     tokens = record.get("num_tokens")
     if config.max_tokens is not None and (tokens if tokens is not None else len(text)) > config.max_tokens:

@@ -34,7 +34,8 @@ def test_kill_and_rerun_loses_and_duplicates_nothing(tiny_checkpoint: Path, tmp_
         "teacher": {"backend": "hf", "model": str(tiny_checkpoint), "device": "cpu", "batch_size": 2},
         "sampling": {"n": N, "temperature": 1.0, "max_new_tokens": 8, "seed": 3},
         "verify": {"rewards": [f"{accept}:accept"]},
-        "selection": {"policy": "all", "k": 2, "require_think": False, "max_foreign_script": 1.0},
+        "selection": {"policy": "all", "k": 2, "require_think": False, "max_foreign_script": 1.0,
+                      "drop_truncated": False},
         "chunk_size": 2, "shard_size": 50,
     }))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
