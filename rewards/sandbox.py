@@ -185,12 +185,10 @@ class _Slot:
         if not self._send(message):
             # The slot had died while idle (killed from outside): not this program's doing, so a fresh slot runs it.
             self._stop()
-            self._send(message)
+            if not self._send(message):
+                raise RuntimeError(f"code sandbox ({self.mode}): a fresh slot died before running a program")
         start = time.monotonic()
-        try:
-            answer = self._read(start + limits.timeout + _ANSWER_GRACE_S)
-        except OSError:
-            answer = None
+        answer = self._read(start + limits.timeout + _ANSWER_GRACE_S)
         if answer is None:
             # The program took the slot down with it (killed its parent, say): a failure; a fresh slot follows.
             self._stop()
@@ -198,7 +196,7 @@ class _Slot:
         return Verdict(**answer)
 
     def _send(self, message: bytes) -> bool:
-        """Hand a job to the zygote, starting it first if needed; False if it is gone."""
+        """Hand a job to the zygote, starting it first if needed; False if it died before taking it."""
         if self.process is None:
             self.start()
         try:
@@ -206,7 +204,7 @@ class _Slot:
             self.process.stdin.flush()
         except OSError:
             return False
-        return True
+        return self._read(time.monotonic() + _ANSWER_GRACE_S) is not None
 
     def _read(self, deadline: float) -> dict | None:
         """One length-prefixed JSON message from the zygote, or None on EOF or past `deadline`."""
@@ -214,9 +212,12 @@ class _Slot:
         data = b""
         need = 4
         while len(data) < need:
-            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            try:
+                if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    return None
+                chunk = os.read(fd, need - len(data))
+            except OSError:
                 return None
-            chunk = os.read(fd, need - len(data))
             if not chunk:
                 return None
             data += chunk

@@ -1,8 +1,8 @@
 """The process inside one sandbox slot: forks one child per program, judges it, and cleans up after it.
 
 Standard library only: `rewards.sandbox` passes this file's text to `python -I -c` inside the slot's namespaces.
-Protocol on fds 0/1: 4-byte big-endian length + JSON, one job in and one verdict out at a time; a first
-`{"ready": true}` once warm. argv[1] is JSON: `workdir`, `uid` (run programs as this uid, or null),
+Protocol on fds 0/1: 4-byte big-endian length + JSON; a first `{"ready": true}` once warm, then per job in,
+`{"started": true}` and the verdict out. argv[1] is JSON: `workdir`, `uid` (run programs as this uid, or null),
 `cleanup` ("namespace": kill every other process of our pid namespace; "uid": kill every process of `uid`;
 "descendants": kill every process descended from us, which orphans re-parent to as we are a subreaper).
 """
@@ -227,6 +227,7 @@ def main():
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     send({"ready": True})
     while (job := read_message()) is not None:
+        send({"started": True})  # lets the parent tell "died before the program ran" from "killed by it"
         send(run(job))
 
 
