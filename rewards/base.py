@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 logger = logging.getLogger(__name__)
 
 Score = float | None
+# What `score_batch` returns: a score per row, or the exception that row failed with.
+RowScores = list[Score | BaseException]
 
 
 def completion_text(completion: Any) -> str:
@@ -89,7 +91,8 @@ class Reward:
         """How many rows failed (raised or timed out) since this reward was built."""
         return self.stats.failures
 
-    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **columns: Any) -> list[Score]:
+    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (),
+                 **columns: Any) -> list[Score]:
         texts = [completion_text(c) for c in completions]
         rows = self._rows(len(texts), columns)
         prompts = list(prompts) if prompts is not None else [None] * len(texts)
@@ -119,7 +122,8 @@ class Reward:
             if values is None:
                 continue
             if len(values) != n:
-                raise ValueError(f"reward {self.name!r}: column {column!r} has {len(values)} values for {n} completions")
+                raise ValueError(f"reward {self.name!r}: column {column!r} has {len(values)} values for {n} "
+                                 "completions")
             for i, value in enumerate(values):
                 self.validate(column, i, value)
                 rows[i][column] = value
@@ -128,7 +132,7 @@ class Reward:
     def validate(self, column: str, row: int, value: Any) -> None:
         """Raise ValueError naming the reward, column and row when `value` is malformed (default: accept)."""
 
-    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> list[Score | BaseException]:
+    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:
         """Score each completion; return an exception instance for a row that failed."""
         raise NotImplementedError
 

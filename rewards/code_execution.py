@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rewards.base import Reward, Score, malformed
+from rewards.base import Reward, RowScores, Score, malformed
 from rewards.sandbox import ISOLATIONS, Sandbox, SandboxLimits
 
 _FENCE = re.compile(r"```[ \t]*(?P<lang>[\w+-]*)[ \t]*\n(?P<code>.*?)```", re.DOTALL)
@@ -88,7 +88,7 @@ class CodeReward(Reward):
         elif not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(t, str) for t in value))):
             raise malformed(self.name, column, row, value, "a string of Python asserts or a list of such strings")
 
-    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> list[Score | BaseException]:
+    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:
         programs: list[str] = []
         spans: list[tuple[int, int] | None] = []
         for text, row in zip(texts, rows, strict=True):

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rewards.base import Reward, Score
+from rewards.base import Reward, RowScores, Score
 from rewards.model_inputs import default_device, prompt_text
 
 DEFAULT_RUBRIC = """You are grading an answer to a question.
@@ -110,7 +110,7 @@ class JudgeReward(Reward):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _local=None, _count_lock=threading.Lock())
 
-    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> list[Score | BaseException]:
+    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:
         questions = [self.rubric.format(prompt=prompt_text(p), completion=t, **row)
                      for p, t, row in zip(prompts, texts, rows, strict=True)]
         replies = self._ask_endpoint(questions) if self.endpoint else self._ask_local(questions)
@@ -158,7 +158,8 @@ class JudgeReward(Reward):
                 batch = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
                                                        add_generation_prompt=True) for q in batch]
             inputs = tokenizer(batch, return_tensors="pt", padding=True).to(model.device)
-            sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
+            greedy = self.temperature <= 0
+            sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": self.temperature}
             with torch.inference_mode():
                 output = model.generate(**inputs, max_new_tokens=self.max_new_tokens,
                                         pad_token_id=tokenizer.pad_token_id, **sampling)

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rewards.base import Reward, Score
+from rewards.base import Reward, RowScores, Score
 from rewards.completion_length import completion_tokens
 from rewards.math_accuracy import MathReward
 
@@ -53,7 +53,7 @@ class LengthReward(Reward):
         self.required_columns = ("solution",) if self.cosine else ()
         self._math = MathReward(timeout=self.math_timeout) if self.cosine else None
 
-    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> list[Score | BaseException]:
+    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:
         lengths = [len(completion_tokens(text, row)) for text, row in zip(texts, rows, strict=True)]
         scores: list[Score] = [0.0] * len(texts)
         if self._math is not None:

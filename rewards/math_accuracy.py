@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from rewards.answer_extraction import as_number, final_answer, gold_answer
-from rewards.base import Reward, Score, malformed
+from rewards.base import Reward, RowScores, Score, malformed
 from rewards.worker_pool import WorkerPool
 
 _VERIFY_TARGET = "rewards.math_accuracy:verify_answers"
@@ -81,7 +81,7 @@ class MathReward(Reward):
         if value is not None and not isinstance(value, (str, int, float)):
             raise malformed(self.name, column, row, value, "a string such as '42', '\\boxed{42}' or '... #### 42'")
 
-    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> list[Score | BaseException]:
+    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:
         scores: list[Score | BaseException] = [None] * len(texts)
         tasks, where = [], []
         for i, (text, row) in enumerate(zip(texts, rows, strict=True)):

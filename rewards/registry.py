@@ -76,7 +76,8 @@ def get_reward(spec: str | dict[str, Any] | RewardFunc) -> RewardFunc:
         params = dict(spec)
         name = params.pop("name", None)
         if not isinstance(name, str):
-            raise ValueError(f"a reward spec dict needs a string 'name' (e.g. {{'name': 'code', 'timeout': 3}}), got {spec!r}")
+            raise ValueError("a reward spec dict needs a string 'name' (e.g. {'name': 'code', 'timeout': 3}), "
+                             f"got {spec!r}")
     elif isinstance(spec, str):
         name = spec
     else:
@@ -161,7 +162,8 @@ class _Guarded:
         return scores
 
 
-def check_columns(funcs: Iterable[RewardFunc], column_names: Iterable[str], rows: Iterable[dict[str, Any]] = ()) -> None:
+def check_columns(funcs: Iterable[RewardFunc], column_names: Iterable[str],
+                  rows: Iterable[dict[str, Any]] = ()) -> None:
     """Raise ValueError, before training, when a reward's `required_columns` are not all in `column_names`, or
     when a value in `rows` (e.g. the dataset itself) is malformed for a reward that checks its columns.
 

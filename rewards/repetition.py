@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rewards.base import Reward, Score
+from rewards.base import Reward, RowScores, Score
 from rewards.completion_length import completion_tokens
 
 
@@ -32,7 +32,7 @@ class RepetitionReward(Reward):
             raise ValueError(f"reward 'repetition': need ngram_size >= 1 and max_penalty <= 0, got "
                              f"ngram_size={self.ngram_size}, max_penalty={self.max_penalty}")
 
-    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> list[Score | BaseException]:
+    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:
         scores: list[Score | BaseException] = []
         for text, row in zip(texts, rows, strict=True):
             tokens = [t.lower() if isinstance(t, str) else t for t in completion_tokens(text, row)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rewards.base import Reward, Score
+from rewards.base import Reward, RowScores, Score
 from rewards.model_inputs import default_device, render
 
 
@@ -55,7 +55,7 @@ class RewardModelReward(Reward):
             self._loaded = (tokenizer, model.to(self.device or default_device()).eval())
         return self._loaded
 
-    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> list[Score | BaseException]:
+    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:
         import torch
 
         tokenizer, model = self._load()

@@ -7,6 +7,8 @@ Protocol on fds 0/1: 4-byte big-endian length + JSON; a first `{"ready": true}` 
 "descendants": kill every process descended from us, which orphans re-parent to as we are a subreaper).
 """
 
+# Warm the modules test programs use most, so a forked child does not pay for importing them.
+import bisect  # noqa: E401,F401,E501
 import builtins
 import json
 import os
@@ -19,9 +21,6 @@ import sys
 import tempfile
 import time
 import traceback
-
-# Warm the modules test programs use most, so a forked child does not pay for importing them.
-import bisect, collections, copy, decimal, fractions, functools, hashlib, heapq, itertools, math, random, re, statistics, string, typing  # noqa: E401,F401,E501
 
 WORKDIR = UID = CLEANUP = None  # set by main() from argv[1]
 MB = 1 << 20
@@ -98,18 +97,18 @@ def kill_leftovers(pid):
             return
         if CLEANUP == "namespace":
             # We are pid 1 or 2 of our own pid namespace: -1 reaches only the program's processes.
-            signal_all(lambda: os.kill(-1, signal.SIGKILL))
+            kill(-1)
         elif CLEANUP == "uid":
             helper = os.fork()
             if helper == 0:
                 os.setuid(UID)
-                signal_all(lambda: os.kill(-1, signal.SIGKILL))  # every process of UID but this helper
+                kill(-1)  # every process of UID but this helper
                 os._exit(0)
             os.waitpid(helper, 0)
         else:
             # We are a child subreaper: what the program left behind is re-parented to us as it is orphaned.
             for child_pid in alive:
-                signal_all(lambda: os.kill(child_pid, signal.SIGKILL))
+                kill(child_pid)
         reap()
         time.sleep(0.001)
 
@@ -136,9 +135,9 @@ def real_uid(pid):
         return None
 
 
-def signal_all(send):
+def kill(pid):
     try:
-        send()
+        os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass  # already gone
 

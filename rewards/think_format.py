@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rewards.base import Reward, Score
+from rewards.base import Reward, RowScores
 
 OPEN, CLOSE = "<think>", "</think>"
 
@@ -18,7 +18,7 @@ class FormatReward(Reward):
     With `think_in_prompt=True` (chat templates that end the prompt with `<think>`), the completion must not
     repeat the opening tag: the first two checks then ask for no `<think>` at all.
 
-    >>> FormatReward()(completions=["<think>6 times 7</think> 42", "<think>6 times 7</think>", "<think>6 times 7", "42"])
+    >>> FormatReward()(completions=["<think>6*7</think> 42", "<think>6*7</think>", "<think>6*7", "42"])
     [1.0, 0.75, 0.25, 0.0]
     """
 
@@ -26,7 +26,7 @@ class FormatReward(Reward):
 
     think_in_prompt: bool = field(default=False, metadata={"help": "The prompt already opens <think>."})
 
-    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> list[Score | BaseException]:
+    def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:
         return [self._score(text) for text in texts]
 
     def _score(self, text: str) -> float:

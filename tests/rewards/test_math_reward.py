@@ -56,7 +56,8 @@ def test_wrong_or_missing_answers_score_zero(math_reward, completion, solution):
 
 def test_chat_message_completions_are_read(math_reward):
     completions = [[{"role": "assistant", "content": r"\boxed{7}"}]]
-    assert math_reward(prompts=[[{"role": "user", "content": "3+4?"}]], completions=completions, solution=["7"]) == [1.0]
+    prompts = [[{"role": "user", "content": "3+4?"}]]
+    assert math_reward(prompts=prompts, completions=completions, solution=["7"]) == [1.0]
 
 
 def test_rows_without_a_solution_are_not_applicable(math_reward):
@@ -122,7 +123,8 @@ def test_timeouts_are_counted_with_the_first_message_and_the_pool_recovers():
 
 def test_safe_from_threads(math_reward):
     def score(k: int) -> list:
-        return math_reward(completions=[rf"\boxed{{\frac{{{k}}}{{2}}}}", rf"\boxed{{{k + 1}/2}}"], solution=[str(k / 2)] * 2)
+        completions = [rf"\boxed{{\frac{{{k}}}{{2}}}}", rf"\boxed{{{k + 1}/2}}"]
+        return math_reward(completions=completions, solution=[str(k / 2)] * 2)
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(score, range(8)))

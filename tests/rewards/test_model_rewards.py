@@ -7,8 +7,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (AutoModelForSequenceClassification, LlamaConfig, LlamaForCausalLM,
-                          LlamaForSequenceClassification, PreTrainedTokenizerFast)
+from transformers import (
+    AutoModelForSequenceClassification,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+    PreTrainedTokenizerFast,
+)
 
 from rewards import get_reward
 
@@ -73,7 +78,10 @@ class JudgeHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         JudgeHandler.requests.append((self.path, body, self.headers.get("Authorization")))
         question = body["messages"][0]["content"]
-        reply = "Hmm, no verdict." if "ramble" in question else f"Looks fine.\nScore: {question.split('answer is ')[1][0]}"
+        if "ramble" in question:
+            reply = "Hmm, no verdict."
+        else:
+            reply = f"Looks fine.\nScore: {question.split('answer is ')[1][0]}"
         data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -67,7 +67,7 @@ def hostile_programs(marker: str, port: int) -> dict[str, str]:
         "memory bomb": "blocks = []\nwhile True:\n    blocks.append(bytearray(1 << 28))",
         "write to $HOME": f"open({str(home)!r}, 'w').write('pwned')",
         "write to caller's directory": f"open({str(cwd)!r}, 'w').write('pwned')",
-        "loopback connection": f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'x')",
+        "loopback connection": f"import socket\nsocket.create_connection(('127.0.0.1', {port}), 1).sendall(b'x')",
         "secret environment variable": "import os\nassert os.environ['POSTTRAIN_TEST_SECRET'] == 's3cret'",
         "secret via /proc": f"assert b's3cret' in open('/proc/{me}/environ', 'rb').read()",
         "kill the parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time\ntime.sleep(5)",
@@ -127,7 +127,8 @@ def test_program_sees_only_its_own_empty_directory_and_scrubbed_environment(sand
 
 def test_temporary_directories_are_removed(sandbox):
     sandbox.run(["open('big.bin', 'wb').write(b'0' * 1000)"] * 8)
-    slot_dirs = [Path(p) for p in Path(sandbox_module._scratch_root() or tempfile.gettempdir()).glob("posttrain-sandbox-*")]
+    scratch = Path(sandbox_module._scratch_root() or tempfile.gettempdir())
+    slot_dirs = list(scratch.glob("posttrain-sandbox-*"))
     assert slot_dirs and all(list(d.iterdir()) == [] for d in slot_dirs)
 
 

@@ -54,7 +54,9 @@ def test_overlong_penalty_alone_needs_no_solution():
 
 def test_overlong_penalty_adds_to_the_cosine_term():
     reward = get_reward({"name": "length", "max_len": 10, "overlong_cache": 4})
-    assert reward(completions=[r"\boxed{1}"], solution=["1"], completion_ids=[[0] * 8]) == [pytest.approx(0.5 + 0.25 * (1 + math.cos(0.8 * math.pi)) - 0.5)]
+    cosine, overlong = 0.5 + 0.25 * (1 + math.cos(0.8 * math.pi)), (6 - 8) / 4
+    scores = reward(completions=[r"\boxed{1}"], solution=["1"], completion_ids=[[0] * 8])
+    assert scores == [pytest.approx(cosine + overlong)]
 
 
 @pytest.mark.parametrize(
