@@ -13,6 +13,7 @@ from fractions import Fraction
 _TAIL_CHARS = 2000
 _STATED = re.compile(r"(?i)(?:final answer|answer)\s*(?:is|:|=)\s*[:\-]?\s*(?P<answer>[^\n]{1,300})")
 _HASHES = re.compile(r"####\s*(?P<answer>[^\n]{1,300})")
+_SENTENCE_END = re.compile(r"\.\s")
 _TRAILING_WORDS = re.compile(r"^(?P<math>.*?[\d}])\s+[A-Za-z][A-Za-z .]*$")
 _PLAIN_NUMBER = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$")
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"))
@@ -81,7 +82,9 @@ def final_answer(text: str) -> str | None:
     for pattern in (_HASHES, _STATED):
         matches = list(pattern.finditer(tail))
         if matches:
-            return normalize_number(_clean(matches[-1].group("answer")))
+            # The answer's sentence ends at the first full stop followed by a space ("42. I hope it is correct").
+            sentence = _SENTENCE_END.split(matches[-1].group("answer"), maxsplit=1)[0]
+            return normalize_number(_clean(sentence))
     bare = text.strip()
     if bare and len(bare) <= 40 and "\n" not in bare and " " not in _clean(bare):
         return normalize_number(_clean(bare))

@@ -155,6 +155,7 @@ def test_safe_from_processes(math_reward, start_method):
         (r"\boxed{1} then \boxed{\frac{1}{2}}", r"\frac{1}{2}"),
         ("<think>#### 3</think> final answer: **12**.", "12"),
         ("The answer is: $x = 2$", "x = 2"),
+        ("The final answer is 3.5. I hope it is correct.", "3.5"),
         ("Many words without any conclusion at all here.", None),
         (r"so the result is \boxed{unclosed and so on", None),
     ],
