@@ -4,10 +4,10 @@
 >>> model = load_model("tiny")
 """
 
-from posttrain.model.callbacks import MoETrainingCallback, add_training_callbacks, training_callbacks
 from posttrain.model.balance import balance_step, sequence_balance_loss, update_bias
-from posttrain.model.lora import apply_lora, lora_config, merge_lora
+from posttrain.model.callbacks import MoETrainingCallback, add_training_callbacks, training_callbacks
 from posttrain.model.io import load_config, load_model, save_model
+from posttrain.model.lora import apply_lora, lora_config, merge_lora
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM, DeepseekV3MTPOutput
 from posttrain.model.presets import PRESETS
 from posttrain.model.router_stats import RouterLoads, max_violation

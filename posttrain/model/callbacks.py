@@ -57,7 +57,8 @@ class MoETrainingCallback(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         sums = self.core.pop_loss_sums() if self.core is not None else {}
-        local = torch.cat([sums[k].double().cpu() if k in sums else torch.zeros(2, dtype=torch.float64) for k in _LOSSES])
+        zero = torch.zeros(2, dtype=torch.float64)
+        local = torch.cat([sums[k].double().cpu() if k in sums else zero for k in _LOSSES])
         loads, losses = self.loads.pop(extra=local)  # one all-reduce for both
         if loads.sum() == 0:
             return

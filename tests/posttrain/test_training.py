@@ -38,7 +38,8 @@ def test_trainer_run_updates_biases_and_logs_router_and_mtp_metrics(tmp_path):
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2
     for h in logs:
-        assert {"router/maxvio", "router/maxvio/layer_1", "router/maxvio/layer_4", "mtp_loss", "seq_balance_loss"} <= set(h)
+        expected = {"router/maxvio", "router/maxvio/layer_1", "router/maxvio/layer_4", "mtp_loss", "seq_balance_loss"}
+        assert expected <= set(h)
     assert model.aux_grad_scale == 0.5  # 1 / gradient_accumulation_steps
     bias = model.model.layers[1].mlp.gate.e_score_correction_bias
     assert bias.abs().max() > 0 and abs(bias.mean().item()) < 1e-6
