@@ -69,8 +69,10 @@ def get_reward(spec: str | dict[str, Any] | RewardFunc) -> RewardFunc:
     >>> get_reward("math").__name__, get_reward({"name": "code", "timeout": 3}).timeout
     ('math', 3)
     """
+    if isinstance(spec, (Reward, _Guarded, _Combined)):
+        return spec
     if callable(spec) and not isinstance(spec, type):
-        return spec if isinstance(spec, Reward) else _Guarded(spec)
+        return _Guarded(spec)
     params: dict[str, Any] = {}
     if isinstance(spec, dict):
         params = dict(spec)
