@@ -16,7 +16,8 @@ Public API:
 Every returned reward has `__name__` (TRL logs under it), `required_columns` (tuple of column names), and
 `stats` (a `RewardStats`: `rows`, `failures`, `first_error`; `stats.as_dict()` for logging) with `failures` as a
 shortcut. A reward that raises or times out on a row scores that row `fallback` (None unless configured; 0.0 for
-`math` and `code`, where a hang is the completion's fault), counts it, and logs the first message once.
+`math` and `code`, where a hang is the completion's fault), counts it, and logs the first message once. Given
+TRL's `log_metric` callback (GRPOTrainer passes it), each batch also logs `rewards/<name>/failure_rate`.
 
 >>> from rewards import get_reward
 >>> math_reward = get_reward("math")

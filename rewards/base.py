@@ -106,6 +106,7 @@ class Reward:
         if self.stats.record(len(texts), errors):
             logger.warning("reward %r failed on a row (%s); those rows score %r", self.name, self.stats.first_error,
                            self.fallback)
+        log_failure_rate(columns.get("log_metric"), self.name, len(errors), len(texts))
         return [self.fallback if isinstance(s, BaseException) else s for s in scores]
 
     def _rows(self, n: int, columns: dict[str, Any]) -> list[dict[str, Any]]:
@@ -135,6 +136,12 @@ class Reward:
     def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:
         """Score each completion; return an exception instance for a row that failed."""
         raise NotImplementedError
+
+
+def log_failure_rate(log_metric: Any, name: str, failed: int, rows: int) -> None:
+    """Report a batch's failure rate through TRL's `log_metric` callback (GRPOTrainer passes one), if any."""
+    if callable(log_metric) and rows:
+        log_metric(f"rewards/{name}/failure_rate", failed / rows)
 
 
 def malformed(reward: str, column: str, row: int, value: Any, expected: str) -> ValueError:

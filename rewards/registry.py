@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from rewards.base import Reward, RewardStats, Score
+from rewards.base import Reward, RewardStats, Score, log_failure_rate
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +159,10 @@ class _Guarded:
         except Exception as exc:  # noqa: BLE001 - a failing plugin must not stop training
             if self.stats.record(len(completions), [exc] * len(completions)):
                 logger.warning("reward %r failed (%s); its batch scores None", self.__name__, self.stats.first_error)
+            log_failure_rate(columns.get("log_metric"), self.__name__, len(completions), len(completions))
             return [None] * len(completions)
         self.stats.record(len(completions), [])
+        log_failure_rate(columns.get("log_metric"), self.__name__, 0, len(completions))
         return scores
 
 

@@ -136,3 +136,14 @@ def test_builtins_survive_pickling_for_worker_processes(name):
     assert copy.__name__ == name and copy.stats.failures == 1
     assert copy(completions=[r"<think>a</think> \boxed{1}"], solution=["1"], tests=["assert True"]) == \
         reward(completions=[r"<think>a</think> \boxed{1}"], solution=["1"], tests=["assert True"])
+
+
+def test_failure_rate_goes_to_trls_log_metric():
+    logged: list = []
+
+    def half_broken(prompts, completions, **kwargs):
+        raise RuntimeError("down")
+
+    get_reward("format")(completions=["<think>a</think> b"], log_metric=lambda k, v: logged.append((k, v)))
+    get_reward(half_broken)(completions=["a", "b"], log_metric=lambda k, v: logged.append((k, v)))
+    assert logged == [("rewards/format/failure_rate", 0.0), ("rewards/half_broken/failure_rate", 1.0)]
