@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from data_tools.distill.config import SamplingConfig, TeacherConfig
@@ -229,5 +230,8 @@ def _parse_reply(body: dict[str, Any]) -> Generation:
 
 def make_backend(teacher: TeacherConfig, sampling: SamplingConfig) -> Backend:
     """The backend `teacher.backend` names, loaded (vllm raises ImportError with the install command if absent)."""
+    if teacher.backend in ("hf", "vllm") and not Path(teacher.model).exists():
+        raise ValueError(f"teacher.model: checkpoint {teacher.model} does not exist (backend {teacher.backend} loads "
+                         "a local checkpoint dir)")
     cls = {"hf": HFBackend, "openai": OpenAIBackend, "vllm": VLLMBackend}[teacher.backend]
     return cls(teacher, sampling)

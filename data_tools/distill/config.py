@@ -68,9 +68,6 @@ class TeacherConfig:
             raise ValueError("model: required (a checkpoint dir for hf/vllm, the served model name for openai)")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("base_url: required for backend openai, e.g. http://127.0.0.1:8000/v1")
-        if self.backend in ("hf", "vllm") and not Path(self.model).exists():
-            raise ValueError(f"model: checkpoint {self.model} does not exist (backend {self.backend} loads a local "
-                             "checkpoint dir)")
         for name in ("max_concurrency", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a whole number >= 1, got {getattr(self, name)}")

@@ -64,8 +64,9 @@ def test_config_errors_name_the_option(tmp_path: Path) -> None:
         parse_config({**data, "selection": {"polcy": "all"}})
     with pytest.raises(ValueError, match=r"teacher: backend: 'tgi' is not one of \['hf', 'openai', 'vllm'\]"):
         parse_config({**data, "teacher": {"backend": "tgi", "model": "m"}})
-    with pytest.raises(ValueError, match="checkpoint .*missing does not exist"):
-        parse_config({**data, "teacher": {"model": str(tmp_path / "missing")}})
+    missing = parse_config({**data, "teacher": {"model": str(tmp_path / "missing")}})
+    with pytest.raises(ValueError, match="teacher.model: checkpoint .*missing does not exist"):
+        run_distill(missing)
     with pytest.raises(ValueError, match="expected key=value"):
         load_config(data, ["sampling.n"])
     recipe = tmp_path / "recipe.yaml"
@@ -162,3 +163,13 @@ def test_failed_requests_are_recorded_then_retried(tmp_path: Path) -> None:
     second = run_distill(config, backend=teacher)  # not skipped: failed samples are asked for again
     assert not second.skipped and second.stats["errors"] == 0 and second.stats["kept"] == 3
     assert sum(sum(c) for c in teacher.calls) == 12
+
+
+@pytest.mark.parametrize("name", ["config", "backends", "select", "shards", "run"])
+def test_docstring_examples(name: str) -> None:
+    import doctest
+    import importlib
+
+    module = importlib.import_module(f"data_tools.distill.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
