@@ -28,11 +28,13 @@ EARLY_EXIT = 3
 
 
 def read_message():
+    """The next job from the parent, or None once it has gone."""
     header = read_exactly(4)
     return json.loads(read_exactly(struct.unpack("!I", header)[0])) if header else None
 
 
 def read_exactly(n):
+    """n bytes from fd 0, or b"" at end of file."""
     data = b""
     while len(data) < n:
         chunk = os.read(0, n - len(data))
@@ -43,6 +45,7 @@ def read_exactly(n):
 
 
 def send(message):
+    """One length-prefixed JSON message to the parent on fd 1."""
     data = json.dumps(message).encode()
     os.write(1, struct.pack("!I", len(data)) + data)
 
@@ -127,6 +130,7 @@ def survivors():
 
 
 def real_uid(pid):
+    """The real uid of `pid`, or None if it is gone."""
     # Not the owner of /proc/<pid>: that is root for any process made non-dumpable by setuid.
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -136,6 +140,7 @@ def real_uid(pid):
 
 
 def kill(pid):
+    """SIGKILL `pid` (or every reachable process, for -1), ignoring ones already gone."""
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -143,6 +148,7 @@ def kill(pid):
 
 
 def own_children():
+    """Pids of our direct children (orphans we adopted as subreaper included)."""
     found = []
     for task in os.listdir("/proc/self/task"):
         with open(f"/proc/self/task/{task}/children") as f:
@@ -151,6 +157,7 @@ def own_children():
 
 
 def reap():
+    """Collect every child that has exited, without waiting for the others."""
     try:
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
             pass
@@ -159,6 +166,7 @@ def reap():
 
 
 def output_tail(workdir):
+    """The last line the program wrote (stdout and stderr share a file), at most 200 characters."""
     try:
         with open(os.path.join(workdir, "output.txt"), "rb") as f:
             f.seek(max(0, os.fstat(f.fileno()).st_size - 400))
@@ -168,6 +176,7 @@ def output_tail(workdir):
 
 
 def run(job):
+    """Run one program in a fresh directory and return its verdict as a dict."""
     workdir = tempfile.mkdtemp(dir=WORKDIR)
     if UID is not None:
         os.chown(workdir, UID, UID)
@@ -210,6 +219,7 @@ def run(job):
 
 
 def main():
+    """Serve jobs until the parent closes our stdin."""
     global WORKDIR, UID, CLEANUP
     config = json.loads(sys.argv[1])
     WORKDIR, UID, CLEANUP = config["workdir"], config["uid"], config["cleanup"]
