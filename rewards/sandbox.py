@@ -8,14 +8,16 @@ What it guarantees, per program:
   read-only `/tmp` and the home directory hidden (the Python installation is bound back read-only), so the only
   writable place is its directory and there is no network but an isolated loopback;
 - when we are root, every slot runs programs under its own unprivileged uid (`uid_base + slot`), so process
-  limits hold and a program cannot signal, trace or write into anything of ours;
+  limits hold and a program cannot signal, trace or write into anything of ours (without bubblewrap this needs
+  a Python installation other uids can read);
 - every process it started is killed before its verdict returns (the whole pid namespace, else all processes
   of the slot uid, else every descendant of the slot, which orphans re-parent to);
 - it passes only by running to its end: `exit(0)`, `os._exit(0)` or `SystemExit` before that is a failure.
 
 What it does not guarantee: protection against kernel exploits; secrecy of files readable by everyone; with
-`unshare` (no bubblewrap) the filesystem is not made read-only (the slot uid still cannot write our files when
-we are root); with neither, no namespaces at all. A program that reads the runner's own memory (its frames) can
+`unshare` (no bubblewrap) the filesystem is not made read-only (a slot uid still cannot write our files, but
+programs that must run as root, Python being unreadable to other uids, can); with neither, no namespaces at all,
+and it refuses outright to run programs as root that way. A program that reads the runner's own memory (its frames) can
 forge a pass: this stops accidental and lazy reward hacks, not an adversary aiming at the verifier itself.
 A warning names the isolation in use whenever it is weaker than bubblewrap.
 
