@@ -118,7 +118,9 @@ def build_mix(spec: MixSpec | str | Path, output: str | Path, on_error: str = "r
         mix = mix.remove_columns([c for c in mix.column_names if c.startswith("_") or c == "prompt"]
                                  + ([] if spec.assistant_masks else ["assistant_masks"]))
         staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-        mix.save_to_disk(str(staging), num_proc=min(num_proc, max(1, mix.num_rows // 50_000)) or None)
+        # One process: datasets saves with a "spawn" pool, whose start-up (re-importing everything) costs more
+        # than writing Arrow batches.
+        mix.save_to_disk(str(staging))
         _write_decontaminated(rows, selection, staging / "decontaminated.jsonl")
         stats = _stats(spec, rows, selection, targets, tokenizer, started) | {"spec_sha256": spec_sha256,
                                                                              "spec": dataclasses.asdict(spec)}

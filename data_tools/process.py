@@ -182,25 +182,31 @@ class RowProcessor:
             if canonical is None:
                 for name in CANONICAL_FEATURES:
                     out[name].append([] if name == "messages" else None)
-                out["_key"].append(0)
-                out["_bands"].append([])
-                out["_eval"].append(None)
-                out["_eval_id"].append(None)
-                out["_overlap"].append(0.0)
-                continue
-            good.append(i)
-            for name in CANONICAL_FEATURES:
-                out[name].append(canonical[name])
-            text = conversation_text(canonical["messages"])
-            out["_key"].append(hash64(normalize(text)) if self.exact_key else 0)
-            out["_bands"].append(self.near.band_keys(text) if self.near else [])
-            name, item, overlap = self.eval_ngrams.match(canonical["prompt"]) if self.eval_ngrams else (None, None, 0)
-            out["_eval"].append(name)
-            out["_eval_id"].append(item)
-            out["_overlap"].append(overlap)
+            else:
+                good.append(i)
+                for name in CANONICAL_FEATURES:
+                    out[name].append(canonical[name])
+        self._fingerprint(out, good, len(indices))
         if self.tokenizer is not None:
             self._tokenize(out, good, len(indices))
         return out
+
+    def _fingerprint(self, out: dict[str, list], good: list[int], size: int) -> None:
+        out["_key"] = [0] * size
+        out["_bands"] = [[] for _ in range(size)]
+        out["_eval"] = [None] * size
+        out["_eval_id"] = [None] * size
+        out["_overlap"] = [0.0] * size
+        texts = [conversation_text(out["messages"][i]) for i in good]
+        if self.exact_key:
+            for i, text in zip(good, texts, strict=True):
+                out["_key"][i] = hash64(normalize(text))
+        if self.near is not None and good:
+            for i, keys in zip(good, self.near.band_keys(texts).tolist(), strict=True):
+                out["_bands"][i] = keys
+        if self.eval_ngrams is not None:
+            for i in good:
+                out["_eval"][i], out["_eval_id"][i], out["_overlap"][i] = self.eval_ngrams.match(out["prompt"][i])
 
     def _tokenize(self, out: dict[str, list], good: list[int], size: int) -> None:
         # One batched call: the chat template renders per row, the fast tokenizer encodes the batch at once.
