@@ -12,18 +12,20 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
 from data_tools.distill import ShardStore, load_config, run_distill
 from data_tools.distill.run import select_rows
 
-PROMPTS, N = 40, 4
+PROMPTS, N = 24, 3
 
 
 def _command(config: Path) -> list[str]:
     return [sys.executable, "-m", "posttrain.cli", "distill", "generate", "--config", str(config)]
 
 
+@pytest.mark.slow
 def test_kill_and_rerun_loses_and_duplicates_nothing(tiny_checkpoint: Path, tmp_path: Path) -> None:
     accept = tmp_path / "accept.py"  # a verifier passing everything, so the selection has rows to be consistent on
     accept.write_text("def accept(prompts, completions, **columns):\n    return [1.0] * len(completions)\n")
@@ -32,11 +34,11 @@ def test_kill_and_rerun_loses_and_duplicates_nothing(tiny_checkpoint: Path, tmp_
     config.write_text(yaml.safe_dump({
         "output_dir": str(out), "prompts": [{"builtin": "arithmetic", "rows": PROMPTS}], "system_prompt": None,
         "teacher": {"backend": "hf", "model": str(tiny_checkpoint), "device": "cpu", "batch_size": 2},
-        "sampling": {"n": N, "temperature": 1.0, "max_new_tokens": 8, "seed": 3},
+        "sampling": {"n": N, "temperature": 1.0, "max_new_tokens": 6, "seed": 3},
         "verify": {"rewards": [f"{accept}:accept"]},
         "selection": {"policy": "all", "k": 2, "require_think": False, "max_foreign_script": 1.0,
                       "drop_truncated": False},
-        "chunk_size": 2, "shard_size": 50,
+        "chunk_size": 2, "shard_size": 20,
     }))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     first = subprocess.Popen(_command(config), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
