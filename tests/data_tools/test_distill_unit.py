@@ -173,3 +173,14 @@ def test_docstring_examples(name: str) -> None:
     module = importlib.import_module(f"data_tools.distill.{name}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_vllm_backend_is_optional(tiny_checkpoint: Path) -> None:
+    import importlib.util
+
+    from data_tools.distill import SamplingConfig, TeacherConfig, make_backend
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed: the CPU suite does not run it")
+    with pytest.raises(ImportError, match=r"pip install 'posttrain\[vllm\]'"):
+        make_backend(TeacherConfig(backend="vllm", model=str(tiny_checkpoint)), SamplingConfig(n=1, temperature=0))
