@@ -172,9 +172,12 @@ def run_phase(argv: list[str]) -> dict:
         else:
             result = phase_trl_pretokenized(args.output, tmp)
         seconds = result.pop("seconds_override", None) or time.perf_counter() - start
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kib_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    kib, kib_children = own.ru_maxrss, children.ru_maxrss
+    # CPU seconds of the whole tree: on a shared machine they move far less than wall-clock seconds do.
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
     return {**result, "seconds": round(seconds, 1), "rows_per_second": round(result["rows_in"] / seconds),
+            "cpu_seconds_whole_phase": round(cpu, 1),
             "peak_rss_tree_gib": round(rss.peak / 2**30, 2), "peak_rss_main_gib": round(kib / 2**20, 2),
             "peak_rss_largest_child_gib": round(kib_children / 2**20, 2)}
 

@@ -97,7 +97,9 @@ def build_mix(spec: MixSpec | str | Path, output: str | Path, on_error: str = "r
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix=f".{output.name}.work-", dir=output.parent)
     try:
+        logger.info("tokenizer ready after %.1f s", time.time() - started)
         eval_ngrams = _eval_ngrams(spec, workdir)
+        logger.info("eval n-grams ready after %.1f s", time.time() - started)
         hasher = None
         if spec.dedupe.near and any(s.near_dedupe for s in spec.sources):
             hasher = NearDuplicateHasher(spec.dedupe.threshold, spec.dedupe.num_perm, spec.dedupe.shingle)
@@ -111,9 +113,11 @@ def build_mix(spec: MixSpec | str | Path, output: str | Path, on_error: str = "r
                 assistant_masks=spec.assistant_masks,
             )
             parts.append(process_source(source, processor, workdir, seed=spec.seed, count=target, num_proc=num_proc))
+            logger.info("%s: %d rows processed after %.1f s", source.name, parts[-1].num_rows, time.time() - started)
         rows = concatenate_datasets(parts)
         selection = select_rows(rows.data, [p.num_rows for p in parts], targets, spec.max_tokens, spec.seed,
                                 hasher.bands if hasher else 0)
+        logger.info("selection done after %.1f s", time.time() - started)
         mix = rows.select(selection.order)
         mix = mix.remove_columns([c for c in mix.column_names if c.startswith("_") or c == "prompt"]
                                  + ([] if spec.assistant_masks else ["assistant_masks"]))
@@ -121,6 +125,7 @@ def build_mix(spec: MixSpec | str | Path, output: str | Path, on_error: str = "r
         # One process: datasets saves with a "spawn" pool, whose start-up (re-importing everything) costs more
         # than writing Arrow batches.
         mix.save_to_disk(str(staging))
+        logger.info("saved after %.1f s", time.time() - started)
         _write_decontaminated(rows, selection, staging / "decontaminated.jsonl")
         stats = _stats(spec, rows, selection, targets, tokenizer, started) | {"spec_sha256": spec_sha256,
                                                                              "spec": dataclasses.asdict(spec)}

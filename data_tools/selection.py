@@ -26,10 +26,6 @@ class Selection:
     selected: np.ndarray  # per processed row: in the mix
 
 
-def _numpy(column: pa.ChunkedArray) -> np.ndarray:
-    return column.to_numpy()
-
-
 def first_occurrences(values: np.ndarray) -> np.ndarray:
     """True where a value appears for the first time (in array order).
 
@@ -65,7 +61,7 @@ def select_rows(
     source_index = np.repeat(np.arange(len(source_lengths)), source_lengths)
     status = table.column("_status")
     reason = np.full(n, -1, dtype=np.int8)
-    reason[_numpy(pc.equal(status, BLANK))] = -2
+    reason[pc.equal(status, BLANK).to_numpy()] = -2
     checks = [
         pc.and_(pc.not_equal(status, OK), pc.not_equal(status, BLANK)),
         pc.is_valid(table.column("_eval")),
@@ -73,14 +69,14 @@ def select_rows(
     ]
     for code, check in enumerate(checks):
         if check is not None:
-            reason[(reason == -1) & _numpy(check)] = code
+            reason[(reason == -1) & check.to_numpy()] = code
     alive = np.flatnonzero(reason == -1)
-    duplicate = ~first_occurrences(_numpy(table.column("_key"))[alive])
+    duplicate = ~first_occurrences(table.column("_key").to_numpy()[alive])
     reason[alive[duplicate]] = REASONS.index("duplicate")
     if num_bands:
-        band_lengths = _numpy(pc.list_value_length(table.column("_bands")).fill_null(0))
+        band_lengths = pc.list_value_length(table.column("_bands")).fill_null(0).to_numpy()
         with_bands = np.flatnonzero(band_lengths == num_bands)
-        flat = _numpy(pc.list_flatten(table.column("_bands"))).reshape(-1, num_bands)
+        flat = pc.list_flatten(table.column("_bands")).to_numpy().reshape(-1, num_bands)
         has = np.zeros(n, dtype=bool)
         has[with_bands] = True
         candidates = np.flatnonzero((reason == -1) & has)

@@ -20,7 +20,7 @@ from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
 from data_tools.generators import iter_rows
 from data_tools.layouts import detect_layout
 from data_tools.process import BLANK, OK, RowProcessor
-from data_tools.spec import SourceSpec, _build
+from data_tools.spec import SourceSpec, from_mapping
 from data_tools.text_hashes import hash64
 
 # Loader of each file suffix; JSONL is read as text lines so a malformed line is reported (or skipped) by number.
@@ -55,6 +55,7 @@ def _expand(source: SourceSpec) -> list[Path]:
 
 
 def _builtin_rows(task: str, n: int, seed: int, split: str, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    # `Dataset.from_generator` wants a generator function of keyword arguments; the options stay one argument.
     yield from iter_rows(task, n, seed=seed, split=split, **options)
 
 
@@ -171,7 +172,7 @@ def read_source(
     (4, 'builtin:arithmetic', 'user')
     """
     if isinstance(source, dict):
-        source = _build(SourceSpec, source, "source")
+        source = from_mapping(SourceSpec, source, "source")
     processor = RowProcessor(origin="", source=source.name, domain=source.domain, layout=source.layout,
                              fields=source.fields, json_lines=False, on_error=on_error,
                              require_response=require_response, exact_key=False, tokenizer=tokenizer)

@@ -170,9 +170,13 @@ class MixSpec:
         return [s.rows if s.weight is None else round(self.total_rows * s.weight / weighted) for s in self.sources]
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    """A dataclass from a YAML mapping; unknown keys are refused with the valid ones listed, and every error is
-    prefixed with `where`."""
+def from_mapping(cls: type, data: Any, where: str) -> Any:
+    """A config dataclass from a YAML mapping; unknown keys are refused with the valid ones listed, and every error
+    is prefixed with `where`.
+
+    >>> from_mapping(DedupeSpec, {"shingle": 3}, "dedupe").shingle
+    3
+    """
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping of options, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -198,19 +202,19 @@ def parse_spec(data: Any, where: str = "mix spec") -> MixSpec:
     raw_sources = data.pop("sources", None)
     if not isinstance(raw_sources, list):
         raise ValueError(f"{where}: sources: expected a list of sources, got {type(raw_sources).__name__}")
-    sources = [_build(SourceSpec, s, f"{where}: sources[{i}]") for i, s in enumerate(raw_sources)]
+    sources = [from_mapping(SourceSpec, s, f"{where}: sources[{i}]") for i, s in enumerate(raw_sources)]
     decontaminate = data.pop("decontaminate", None) or {}
     if isinstance(decontaminate, dict):
         against = decontaminate.get("against") or []
         if not isinstance(against, list):
             raise ValueError(f"{where}: decontaminate: against: expected a list of sources")
         decontaminate = {**decontaminate, "against": [
-            _build(SourceSpec, s, f"{where}: decontaminate: against[{i}]") for i, s in enumerate(against)]}
-    return _build(MixSpec, {
+            from_mapping(SourceSpec, s, f"{where}: decontaminate: against[{i}]") for i, s in enumerate(against)]}
+    return from_mapping(MixSpec, {
         **data,
         "sources": sources,
-        "dedupe": _build(DedupeSpec, data.pop("dedupe", None) or {}, f"{where}: dedupe"),
-        "decontaminate": _build(DecontaminateSpec, decontaminate, f"{where}: decontaminate"),
+        "dedupe": from_mapping(DedupeSpec, data.pop("dedupe", None) or {}, f"{where}: dedupe"),
+        "decontaminate": from_mapping(DecontaminateSpec, decontaminate, f"{where}: decontaminate"),
     }, where)
 
 

@@ -25,11 +25,7 @@ def hash64(text: str) -> int:
     >>> hash64("abc") == hash64("abc") != hash64("abd")
     True
     """
-    return _digest63(text.encode())
-
-
-def _digest63(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
 
 
 def normalize(text: str) -> str:

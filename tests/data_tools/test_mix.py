@@ -261,3 +261,14 @@ def test_cli_builds_and_reports_user_errors_in_one_line(tmp_path, capsys):
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert main(["data", "build", "--config", str(tmp_path / "none.yaml"), "--output", str(tmp_path / "o")]) == 2
     assert "none.yaml: no such file" in capsys.readouterr().err
+
+
+def test_the_example_spec_builds_every_layout_and_reports_its_contamination(tmp_path):
+    stats = build_mix("recipes/configs/examples/mix_sources.yaml", tmp_path / "mix", num_proc=1)
+    mix = load_mix(tmp_path / "mix")
+    assert stats["rows"] == mix.num_rows == 3 + 2 + 5 + 2 + 200
+    assert stats["contaminated"] == {"my-eval": 1}
+    rows = {r["id"]: r for r in mix}
+    assert rows["om-4"]["entry_point"] == "double" and rows["om-1"]["messages"][0]["role"] == "system"
+    assert rows["alpaca:alpaca.parquet:2"]["messages"][1]["content"] == "pots"
+    assert rows["qa.csv:2"]["solution"] == "366"
