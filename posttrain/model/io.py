@@ -68,11 +68,16 @@ def load_model(
     """
     config = load_config(source, **overrides)
     path = Path(source)
-    has_weights = path.is_dir() and any(path.glob("*.safetensors"))
-    if has_weights:
-        return DeepseekV3MTPForCausalLM.from_pretrained(path, config=config, dtype=dtype)
-    model = DeepseekV3MTPForCausalLM(config)
-    return model.to(dtype) if dtype is not None else model
+    if path.is_dir() and any(path.glob("*.safetensors")):
+        model = DeepseekV3MTPForCausalLM.from_pretrained(path, config=config, dtype=dtype)
+    else:
+        model = DeepseekV3MTPForCausalLM(config)
+        model = model.to(dtype) if dtype is not None else model
+    if model.mtp_loss_weight == 0:
+        # MTP kept (and saved) but not trained: frozen, so optimizers skip it and DDP without
+        # find_unused_parameters (as under gradient checkpointing) does not wait for its gradients.
+        model.model.layers[config.num_hidden_layers :].requires_grad_(False)
+    return model
 
 
 def _unwrap(model: torch.nn.Module) -> PreTrainedModel:

@@ -108,3 +108,10 @@ def test_generate_with_cache_matches_no_cache(tiny_checkpoint):
     with_cache = model.generate(prompt, use_cache=True, **kw)
     assert with_cache.shape == (1, 13)
     assert torch.equal(with_cache, model.generate(prompt, use_cache=False, **kw))
+
+
+def test_mtp_is_frozen_when_its_loss_weight_is_zero():
+    model = load_model("tiny", mtp_loss_weight=0.0)
+    mtp = model.model.layers[model.config.num_hidden_layers :]
+    assert not any(p.requires_grad for p in mtp.parameters())
+    assert all(p.requires_grad for p in model.model.layers[: model.config.num_hidden_layers].parameters())
