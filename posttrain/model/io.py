@@ -59,8 +59,8 @@ def load_model(
 ) -> DeepseekV3MTPForCausalLM:
     """Our model from a preset (random init), a `config.json` (random init) or a checkpoint dir (weights, MTP too).
 
-    `overrides` are config fields, e.g. `mtp_loss_weight=0.3`, `seq_balance_alpha=1e-4`,
-    `num_nextn_predict_layers=0` (drop MTP), `attn_implementation` is not one: pass it via `config`.
+    `overrides` are config fields, e.g. `mtp_loss_weight=0.3` (0 freezes MTP), `seq_balance_alpha=1e-4`,
+    `num_nextn_predict_layers=0` (no MTP module at all).
 
     >>> model = load_model("tiny", mtp_loss_weight=0.3)
     >>> model.mtp_loss_weight
