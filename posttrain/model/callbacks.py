@@ -48,6 +48,7 @@ class MoETrainingCallback(TrainerCallback):
     def _reset(self) -> None:
         self._steps = 0
         self._maxvio = torch.zeros(len(self.loads.routers), dtype=torch.float64)
+        self._seen = torch.zeros(len(self.loads.routers), dtype=torch.float64)  # steps in which a layer routed
         self._fraction = None
         self._losses = torch.zeros(2 * len(_LOSSES), dtype=torch.float64)  # (sum, count) per loss
 
@@ -66,6 +67,7 @@ class MoETrainingCallback(TrainerCallback):
             update_bias(self.loads.routers, loads, self.gamma)
         self._steps += 1
         self._maxvio += max_violation(loads).cpu()
+        self._seen += (loads.sum(dim=-1) > 0).cpu()  # e.g. MTP does not route when it does not train
         fraction = (loads / loads.mean(dim=-1, keepdim=True).clamp(min=1e-9)).cpu()
         self._fraction = fraction if self._fraction is None else self._fraction + fraction
         self._losses += losses.cpu()
@@ -74,12 +76,17 @@ class MoETrainingCallback(TrainerCallback):
         """The metrics accumulated since the last call (empty if no optimizer step ran); resets."""
         if self._steps == 0:
             return {}
-        maxvio = self._maxvio / self._steps
-        out = {"router/maxvio": maxvio.mean().item()}
-        out |= {f"router/maxvio/layer_{l}": v.item() for l, v in zip(self.loads.layer_ids, maxvio, strict=True)}
+        seen = self._seen > 0
+        maxvio = self._maxvio / self._seen.clamp(min=1)
+        out = {"router/maxvio": maxvio[seen].mean().item()}
+        for l, v, s in zip(self.loads.layer_ids, maxvio, seen, strict=True):
+            if s:
+                out[f"router/maxvio/layer_{l}"] = v.item()
         if self.log_expert_loads:
-            for l, row in zip(self.loads.layer_ids, self._fraction / self._steps, strict=True):
-                out |= {f"router/load/layer_{l}/expert_{e}": v.item() for e, v in enumerate(row)}
+            fraction = self._fraction / self._seen.clamp(min=1).unsqueeze(-1)
+            for l, row, s in zip(self.loads.layer_ids, fraction, seen, strict=True):
+                if s:
+                    out |= {f"router/load/layer_{l}/expert_{e}": v.item() for e, v in enumerate(row)}
         for i, name in enumerate(_LOSSES):
             total, count = self._losses[2 * i], self._losses[2 * i + 1]
             if count > 0:

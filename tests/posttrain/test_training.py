@@ -46,12 +46,14 @@ def test_trainer_run_updates_biases_and_logs_router_and_mtp_metrics(tmp_path):
 
 
 def test_add_training_callbacks_runs_before_reporters(tmp_path):
-    model = load_model("tiny")
+    model = load_model("tiny", mtp_loss_weight=0.0)
     trainer = Trainer(model=model, args=TrainingArguments(**_args(tmp_path)), train_dataset=_lm_dataset())
     add_training_callbacks(trainer, gamma=0.0, log_expert_loads=True)
     assert isinstance(trainer.callback_handler.callbacks[0], MoETrainingCallback)
     trainer.train()
-    assert "router/load/layer_1/expert_15" in trainer.state.log_history[0]
+    first = trainer.state.log_history[0]
+    assert "router/load/layer_1/expert_15" in first and "mtp_loss" not in first
+    assert "router/maxvio/layer_4" not in first  # the MTP layer does not route when MTP does not train
     assert model.model.layers[1].mlp.gate.e_score_correction_bias.abs().max() == 0  # gamma=0: statistics only
 
 
