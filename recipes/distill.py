@@ -15,6 +15,7 @@ and any SFTConfig / ModelArguments key at the top level. Command-line overrides:
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,5 +89,6 @@ def main(script_args: DistillScriptArguments, training_args: SFTConfig, model_ar
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # generation progress and acceptance
     parser = TrlParser((DistillScriptArguments, SFTConfig, ModelArguments))
     main(*parser.parse_args_and_config())
