@@ -107,6 +107,7 @@ def training_callbacks(model: nn.Module, gamma: float = 1e-3, log_expert_loads: 
 
     `gamma` is the bias update speed (report: 0.001, 0 for the last 500B tokens); 0 keeps the statistics only.
 
+    >>> from posttrain.model import load_model
     >>> callbacks = training_callbacks(load_model("tiny"), gamma=1e-3)
     >>> [type(c).__name__ for c in callbacks]
     ['MoETrainingCallback']
@@ -115,6 +116,10 @@ def training_callbacks(model: nn.Module, gamma: float = 1e-3, log_expert_loads: 
 
 
 def add_training_callbacks(trainer: Trainer, gamma: float = 1e-3, log_expert_loads: bool = False) -> None:
-    """Add the callbacks to a built trainer, first in line, so TensorBoard and other reporters log their metrics."""
+    """Add the callbacks to a built trainer, first in line, so TensorBoard and other reporters log their metrics.
+
+    >>> trainer = SFTTrainer(model=model, args=args, train_dataset=data)  # doctest: +SKIP
+    >>> add_training_callbacks(trainer, gamma=1e-3)                     # doctest: +SKIP
+    """
     for callback in reversed(training_callbacks(trainer.model, gamma=gamma, log_expert_loads=log_expert_loads)):
         trainer.callback_handler.callbacks.insert(0, callback)
