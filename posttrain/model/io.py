@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import DeepseekV3Config, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
 
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM
 from posttrain.model.presets import PRESETS
@@ -72,7 +73,11 @@ def load_model(
         model = DeepseekV3MTPForCausalLM.from_pretrained(path, config=config, dtype=dtype)
     else:
         model = DeepseekV3MTPForCausalLM(config)
-        model = model.to(dtype) if dtype is not None else model
+        if dtype is not None:
+            model.to(dtype)
+            for router in model.modules():  # as from_pretrained does: the bias needs fp32 for gamma-sized steps
+                if isinstance(router, DeepseekV3TopkRouter):
+                    router.e_score_correction_bias = router.e_score_correction_bias.float()
     if model.mtp_loss_weight == 0:
         # MTP kept (and saved) but not trained: frozen, so optimizers skip it and DDP without
         # find_unused_parameters (as under gradient checkpointing) does not wait for its gradients.

@@ -99,3 +99,11 @@ def test_mtp_keys_in_checkpoint_file_match_the_model(tiny_checkpoint):
     with safe_open(str(tiny_checkpoint / "model.safetensors"), "pt") as f:
         eh = f.get_tensor(f"model.layers.{N}.eh_proj.weight")
     assert torch.equal(eh, load_model(tiny_checkpoint).model.layers[N].eh_proj.weight)
+
+
+@pytest.mark.parametrize("source", ["tiny", "checkpoint"])
+def test_bf16_model_keeps_router_bias_in_fp32(source, tiny_checkpoint):
+    model = load_model(tiny_checkpoint if source == "checkpoint" else source, dtype=torch.bfloat16)
+    assert model.lm_head.weight.dtype == torch.bfloat16
+    for layer in model.model.layers[1:]:
+        assert layer.mlp.gate.e_score_correction_bias.dtype == torch.float32
