@@ -43,7 +43,10 @@ def load_config(source: str | os.PathLike, **overrides: Any) -> DeepseekV3Config
     if not file.is_file():
         what = f"no config.json in directory {path}" if path.is_dir() else f"no such preset or path {name!r}"
         raise FileNotFoundError(f"{what}; give a preset ({', '.join(PRESETS)}), a checkpoint dir or a config.json")
-    raw = json.loads(file.read_text())
+    try:
+        raw = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not a JSON config.json ({e})") from e
     if raw.get("model_type") != "deepseek_v3":
         raise ValueError(
             f"{file}: model_type is {raw.get('model_type')!r}, expected 'deepseek_v3' "

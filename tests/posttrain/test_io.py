@@ -89,6 +89,12 @@ def test_config_of_another_model_type_is_a_clear_error(tmp_path):
         load_model(tmp_path)
 
 
+def test_config_that_is_not_json_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("model_type = 'deepseek_v3'")
+    with pytest.raises(ValueError, match="config.json: not a JSON config"):
+        load_model(tmp_path)
+
+
 def test_config_json_gives_random_init_model(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({**PRESETS["tiny"], "model_type": "deepseek_v3"}))
     model = load_model(tmp_path / "c.json", num_nextn_predict_layers=2)
