@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from posttrain.model.mtp import segment_ids
 from posttrain.model.router_stats import RouterLoads
 
 
@@ -68,3 +69,23 @@ def sequence_balance_loss(
     per_seq = (f * p).sum(dim=-1)  # (S,)
     has = tokens.squeeze(-1) > 0
     return (per_seq * has).sum() / has.sum().clamp(min=1)
+
+
+def batch_balance_loss(
+    routed: list[tuple[torch.Tensor, torch.Tensor]],
+    shape: tuple[int, int],
+    position_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """Sum over MoE layers of `sequence_balance_loss` for a (B, T) batch, packed sequences and padding handled.
+
+    `routed` holds each layer's (N, E) router logits and (N, K) chosen experts, N = B*T.
+    """
+    B, T = shape
+    device = routed[0][0].device
+    segments = segment_ids((B, T), position_ids, device) - 1  # (B, T), from 0 in each row
+    segments = (segments + T * torch.arange(B, device=device).unsqueeze(1)).flatten()  # (N,) unique per row
+    valid = torch.ones(B * T, dtype=torch.bool, device=device)
+    if attention_mask is not None and attention_mask.dim() == 2:
+        valid = attention_mask.flatten().bool()
+    return sum(sequence_balance_loss(logits, topk, segments, valid) for logits, topk in routed)

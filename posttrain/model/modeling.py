@@ -27,8 +27,8 @@ from transformers.modeling_outputs import MoeCausalLMOutputWithPast
 from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3ForCausalLM, DeepseekV3MoE
 
-from posttrain.model.balance import sequence_balance_loss
-from posttrain.model.mtp import MtpLayer, mtp_loss, segment_ids
+from posttrain.model.balance import batch_balance_loss
+from posttrain.model.mtp import MtpLayer, mtp_loss
 
 MTP_LOSS_WEIGHT = 0.1  # lambda: the report uses 0.3 for the first 10T tokens, 0.1 for the rest
 SEQ_BALANCE_ALPHA = 0.0  # alpha: "extremely small" in the report (0.0001); off by default
@@ -122,13 +122,7 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
                 varlen = {k: v for k, v in kwargs.items() if k.startswith(("cu_seq_lens", "max_length"))}
                 extras["mtp_loss"] = mtp_loss(self, hidden, input_ids, labels, position_ids, attention_mask, **varlen)
         if routed:
-            B, T = hidden.shape[:2]
-            segments = segment_ids((B, T), position_ids, hidden.device) - 1
-            segments = (segments + T * torch.arange(B, device=hidden.device).unsqueeze(1)).flatten()  # (N,)
-            valid = torch.ones(B * T, dtype=torch.bool, device=hidden.device)
-            if attention_mask is not None and attention_mask.dim() == 2:
-                valid = attention_mask.flatten().bool()
-            extras["seq_balance_loss"] = sum(sequence_balance_loss(lg, ix, segments, valid) for lg, ix in routed)
+            extras["seq_balance_loss"] = batch_balance_loss(routed, hidden.shape[:2], position_ids, attention_mask)
         if not extras:
             return None
         weights = {"mtp_loss": self.mtp_loss_weight, "seq_balance_loss": self.seq_balance_alpha}

@@ -74,3 +74,18 @@ def test_model_adds_alpha_times_balance_loss_in_training():
     torch.testing.assert_close(out.loss, ce + 0.5 * out.aux_loss)
     out.loss.backward()
     assert model.model.layers[1].mlp.gate.weight.grad.abs().sum() > 0
+
+
+def test_packed_sequences_are_balanced_separately_and_padding_ignored():
+    from posttrain.model.balance import batch_balance_loss
+
+    router = _skewed_router()
+    x = torch.randn(10, router.hidden_dim)
+    logits, _, topk = router(x)
+    one = lambda sl: sequence_balance_loss(logits[sl], topk[sl], torch.zeros(sl.stop - sl.start, dtype=torch.long),  # noqa: E731
+                                           torch.ones(sl.stop - sl.start, dtype=torch.bool))
+    expected = (one(slice(0, 6)) + one(slice(6, 10))) / 2
+    packed = batch_balance_loss([(logits, topk)], (1, 10), torch.tensor([[0, 1, 2, 3, 4, 5, 0, 1, 2, 3]]), None)
+    torch.testing.assert_close(packed, expected)
+    padded_mask = torch.tensor([[1] * 6 + [0] * 4])
+    torch.testing.assert_close(batch_balance_loss([(logits, topk)], (1, 10), None, padded_mask), one(slice(0, 6)))
