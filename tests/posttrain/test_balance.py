@@ -82,8 +82,11 @@ def test_packed_sequences_are_balanced_separately_and_padding_ignored():
     router = _skewed_router()
     x = torch.randn(10, router.hidden_dim)
     logits, _, topk = router(x)
-    one = lambda sl: sequence_balance_loss(logits[sl], topk[sl], torch.zeros(sl.stop - sl.start, dtype=torch.long),  # noqa: E731
-                                           torch.ones(sl.stop - sl.start, dtype=torch.bool))
+
+    def one(sl: slice) -> torch.Tensor:
+        n = sl.stop - sl.start
+        return sequence_balance_loss(logits[sl], topk[sl], torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.bool))
+
     expected = (one(slice(0, 6)) + one(slice(6, 10))) / 2
     packed = batch_balance_loss([(logits, topk)], (1, 10), torch.tensor([[0, 1, 2, 3, 4, 5, 0, 1, 2, 3]]), None)
     torch.testing.assert_close(packed, expected)
