@@ -62,7 +62,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         script_args.dataset_path, tasks=script_args.tasks, n=script_args.num_prompts, seed=script_args.prompts_seed,
         split="train", **(_json(script_args.task_options) or {}),
     )
-    rewards.check_columns(reward_funcs, dataset.column_names)
+    rewards.check_columns(reward_funcs, dataset.column_names, rows=dataset)
 
     model, tokenizer = build_model_and_tokenizer(model_args)
     trainer = GRPOTrainer(

@@ -184,11 +184,21 @@ def check_columns(funcs: Iterable[RewardFunc], column_names: Iterable[str],
                 raise ValueError(f"reward {func.__name__!r} needs column {column!r}, which the dataset lacks "
                                  f"(it has {sorted(names)})")
     checked = [f for f in funcs if isinstance(f, Reward)]
-    for index, row in enumerate(rows if checked else ()):
+    required = {(f.__name__, c) for f in funcs for c in getattr(f, "required_columns", ())}
+    filled: set[tuple[str, str]] = set()
+    seen_rows = False
+    for index, row in enumerate(rows):
+        seen_rows = True
+        filled |= {(name, column) for name, column in required if row.get(column) is not None}
         for func in checked:
             for column in func.required_columns + func.optional_columns:
                 if row.get(column) is not None:
                     func.validate(column, index, row[column])
+    # A column that exists but is empty everywhere (e.g. `tests` in a math-only set) leaves the reward nothing
+    # to score: every row would be None, which is a configuration mistake, not a property of the completions.
+    for name, column in sorted(required - filled) if seen_rows else ():
+        raise ValueError(f"reward {name!r} needs column {column!r}, which is empty (None) in every row of the "
+                         "dataset: give rows that have it, or drop the reward")
 
 
 class _Combined:

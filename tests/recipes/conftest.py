@@ -1,0 +1,53 @@
+"""Helpers for running the recipes as users do: `accelerate launch` subprocesses, and in-process for errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CPU2 = REPO / "recipes" / "accelerate" / "cpu2.yaml"
+
+
+def load_recipe(name: str) -> ModuleType:
+    """Import `recipes/<name>.py` as a module (recipes are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def launch(recipe: str, *args: str, processes: int = 2, env: dict[str, str] | None = None, timeout: int = 300):
+    """Run `accelerate launch [--config_file cpu2.yaml] recipes/<recipe>.py ARGS` from the repo root."""
+    launcher = ["--config_file", str(CPU2)] if processes == 2 else ["--cpu", "--num_processes", "1",
+                                                                    "--mixed_precision", "no"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, f"recipes/{recipe}.py", *args]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def log_history(checkpoint: Path) -> list[dict]:
+    """The trainer's logged metrics as saved in a checkpoint."""
+    return json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+
+
+@pytest.fixture(scope="session")
+def sft_rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small JSONL of prompt/response rows in the builtin tasks' style."""
+    path = tmp_path_factory.mktemp("sft") / "rows.jsonl"
+    with path.open("w") as f:
+        for i in range(64):
+            a, b = i * 7 % 50, i * 3 % 40
+            f.write(json.dumps({"prompt": f"What is {a} + {b}?",
+                                "response": f"<think>{a}+{b}={a + b}</think> The answer is \\boxed{{{a + b}}}."}) + "\n")
+    return path

@@ -1,0 +1,63 @@
+"""recipes/sft.py as users run it: accelerate launch on 2 CPU processes, resume, a checkpoint transformers loads."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tests.recipes.conftest import launch, load_recipe, log_history
+
+TINY_ARGS = [
+    "--config", "recipes/configs/tiny/sft.yaml", "--eval_size", "8", "--max_length", "64",
+    "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "4", "--logging_steps", "1",
+    "--save_steps", "2", "--eval_steps", "2", "--report_to", "none", "--disable_tqdm", "true",
+]
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory: pytest.TempPathFactory, sft_rows: Path) -> Path:
+    out = tmp_path_factory.mktemp("sft-run")
+    launch("sft", *TINY_ARGS, "--dataset_path", str(sft_rows), "--output_dir", str(out), "--max_steps", "2")
+    return out
+
+
+def test_two_process_sft_logs_router_and_mtp_metrics(sft_run: Path):
+    history = log_history(sft_run / "checkpoint-2")
+    train_logs = [h for h in history if "loss" in h]
+    assert train_logs and all("router/maxvio" in h and "mtp_loss" in h for h in train_logs)
+    assert any("eval_loss" in h for h in history)
+
+
+def test_final_checkpoint_loads_in_plain_transformers(sft_run: Path):
+    model = AutoModelForCausalLM.from_pretrained(sft_run / "final")
+    ids = torch.tensor([[1, 2, 3]])
+    assert model(ids).logits.shape == (1, 3, model.config.vocab_size)
+
+
+def test_resume_continues_from_the_last_complete_checkpoint(sft_run: Path, sft_rows: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    shutil.copytree(sft_run, run)
+    # A save cut short by a kill: the newest dir has weights but no trainer state; resume must skip it.
+    partial = run / "checkpoint-3"
+    shutil.copytree(run / "checkpoint-2", partial)
+    (partial / "trainer_state.json").unlink()
+    proc = launch("sft", *TINY_ARGS, "--dataset_path", str(sft_rows), "--output_dir", str(run), "--max_steps", "4",
+                  "--resume_from_checkpoint", "true", processes=1)
+    assert proc.stdout.count("'loss':") == 2  # only steps 3 and 4 ran here
+    steps = [h["step"] for h in log_history(run / "checkpoint-4") if "loss" in h]
+    assert steps == [1, 2, 3, 4]  # steps 1-2 come from the first run's saved state
+
+
+def test_bad_dataset_path_is_a_clear_error(tmp_path: Path):
+    sft = load_recipe("sft")
+    from trl import SFTConfig
+
+    from posttrain.training import ModelArguments
+
+    args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
+    with pytest.raises(Exception, match="missing.jsonl"):
+        sft.main(sft.SFTScriptArguments(dataset_path=str(tmp_path / "missing.jsonl")), args, ModelArguments())
