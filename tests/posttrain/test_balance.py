@@ -85,7 +85,8 @@ def test_packed_sequences_are_balanced_separately_and_padding_ignored():
 
     def one(sl: slice) -> torch.Tensor:
         n = sl.stop - sl.start
-        return sequence_balance_loss(logits[sl], topk[sl], torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.bool))
+        segments, valid = torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.bool)
+        return sequence_balance_loss(logits[sl], topk[sl], segments, valid)
 
     expected = (one(slice(0, 6)) + one(slice(6, 10))) / 2
     packed = batch_balance_loss([(logits, topk)], (1, 10), torch.tensor([[0, 1, 2, 3, 4, 5, 0, 1, 2, 3]]), None)
