@@ -74,6 +74,23 @@ def test_sft_trainer_packed_assistant_only_trains_mtp_through_trl_fused_head(tmp
     assert not torch.equal(eh_proj, model.model.layers[model.config.num_hidden_layers].eh_proj.weight)
 
 
+def test_grpo_trainer_runs_with_the_callback_and_mtp_off(tmp_path):
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.manual_seed(0)
+    model = load_model("tiny", mtp_loss_weight=0.0)
+    prompts = Dataset.from_list([{"prompt": [{"role": "user", "content": f"What is {i}+{i}?"}]} for i in range(8)])
+    args = GRPOConfig(**{**_args(tmp_path), "gradient_accumulation_steps": 1, "max_steps": 1}, num_generations=4,
+                      max_completion_length=4, bf16=False, gradient_checkpointing=False)
+    trainer = GRPOTrainer(model=model, reward_funcs=lambda completions, **kw: [1.0 * len(c) for c in completions],
+                          args=args, train_dataset=prompts, processing_class=build_tokenizer(),
+                          callbacks=training_callbacks(model))
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert logs and all("router/maxvio" in h and "mtp_loss" not in h for h in logs)
+    assert model.model.layers[1].mlp.gate.e_score_correction_bias.abs().max() > 0
+
+
 _DDP_SCRIPT = """
 import json, sys, torch
 from datasets import Dataset
