@@ -29,6 +29,20 @@ from posttrain.model.presets import PRESETS
 MTP_COPIES_FILE = "model-mtp-shared.safetensors"
 
 
+def _check_routing(config: DeepseekV3Config, where: str) -> DeepseekV3Config:
+    """Reject group-limited routing settings that transformers accepts but cannot run."""
+    e, groups, top_groups, k = config.n_routed_experts, config.n_group, config.topk_group, config.num_experts_per_tok
+    if e % groups:
+        raise ValueError(f"{where}: n_routed_experts={e} must be divisible by n_group={groups}")
+    if top_groups > groups or k > e // groups * top_groups or e // groups < 2:
+        raise ValueError(
+            f"{where}: top-{k} from the best topk_group={top_groups} of n_group={groups} groups of {e // groups} "
+            "experts is impossible (need topk_group <= n_group, >= 2 experts per group, and "
+            "num_experts_per_tok <= experts per group * topk_group)"
+        )
+    return config
+
+
 def load_config(source: str | os.PathLike, **overrides: Any) -> DeepseekV3Config:
     """A `DeepseekV3Config` from a preset name, a checkpoint dir or a `config.json` path, with field overrides.
 
@@ -37,7 +51,7 @@ def load_config(source: str | os.PathLike, **overrides: Any) -> DeepseekV3Config
     """
     name = str(source)
     if name in PRESETS:
-        return DeepseekV3Config(**{**PRESETS[name], **overrides})
+        return _check_routing(DeepseekV3Config(**{**PRESETS[name], **overrides}), f"preset {name!r}")
     path = Path(source)
     file = path / "config.json" if path.is_dir() else path
     if not file.is_file():
@@ -55,7 +69,7 @@ def load_config(source: str | os.PathLike, **overrides: Any) -> DeepseekV3Config
     config = DeepseekV3Config.from_pretrained(file.parent if file.name == "config.json" else file)
     for key, value in overrides.items():
         setattr(config, key, value)
-    return config
+    return _check_routing(config, str(file))
 
 
 def load_model(

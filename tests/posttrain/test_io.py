@@ -113,3 +113,10 @@ def test_bf16_model_keeps_router_bias_in_fp32(source, tiny_checkpoint):
     assert model.lm_head.weight.dtype == torch.bfloat16
     for layer in model.model.layers[1:]:
         assert layer.mlp.gate.e_score_correction_bias.dtype == torch.float32
+
+
+def test_impossible_group_routing_is_a_clear_error():
+    with pytest.raises(ValueError, match="n_routed_experts=16 must be divisible by n_group=3"):
+        load_model("tiny", n_group=3)
+    with pytest.raises(ValueError, match="topk_group=5 of n_group=4"):
+        load_model("tiny", topk_group=5)
