@@ -120,8 +120,10 @@ def _write_mtp_copies(model: PreTrainedModel, out: Path) -> None:
         copies[f"model.layers.{i}.shared_head.head.weight"] = model.lm_head.weight.detach().cpu().clone()
     save_file(copies, str(out / MTP_COPIES_FILE), metadata={"format": "pt"})
     index_file = out / "model.safetensors.index.json"
-    if index_file.exists():
+    if index_file.exists():  # sharded: keep the recorded total size right
         index = json.loads(index_file.read_text())
+        extra = sum(t.numel() * t.element_size() for t in copies.values())
+        index["metadata"]["total_size"] = index["metadata"].get("total_size", 0) + extra
     else:
         with safe_open(str(out / "model.safetensors"), "pt") as f:
             index = {"metadata": {}, "weight_map": dict.fromkeys(f.keys(), "model.safetensors")}
