@@ -122,8 +122,10 @@ def _write_mtp_copies(model: PreTrainedModel, out: Path) -> None:
     index_file = out / "model.safetensors.index.json"
     if index_file.exists():  # sharded: keep the recorded total size right
         index = json.loads(index_file.read_text())
-        extra = sum(t.numel() * t.element_size() for t in copies.values())
-        index["metadata"]["total_size"] = index["metadata"].get("total_size", 0) + extra
+        meta = index["metadata"]
+        meta["total_size"] = meta.get("total_size", 0) + sum(t.numel() * t.element_size() for t in copies.values())
+        if "total_parameters" in meta:
+            meta["total_parameters"] += sum(t.numel() for t in copies.values())
     else:
         with safe_open(str(out / "model.safetensors"), "pt") as f:
             index = {"metadata": {}, "weight_map": dict.fromkeys(f.keys(), "model.safetensors")}
