@@ -45,8 +45,38 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mtp_acceptance(args: argparse.Namespace) -> int:
+    """Print how often the MTP module's drafts equal the main model's greedy tokens on the given text."""
+    import torch
+
+    from posttrain.model import load_model
+    from posttrain.model.acceptance import acceptance_on_rows, read_rows
+    from posttrain.training import load_tokenizer
+
+    try:
+        model = load_model(args.model).to(args.device).eval()
+        tokenizer = load_tokenizer(args.model)
+        rows = read_rows(args.data, tokenizer, limit=args.limit)
+        torch.manual_seed(0)
+        result = acceptance_on_rows(model, rows, batch_size=args.batch_size, depths=args.depths,
+                                    pad_token_id=tokenizer.pad_token_id or 0)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"posttrain model mtp-acceptance: error: {e}") from e
+    report = {"model": args.model, "data": args.data, "rows": len(rows), **result.to_dict()}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"rows {len(rows)}, counted positions {result.counted}")
+        print(f"acceptance (depth 1)      {result.acceptance:.4f}")
+        for k, rate in enumerate(result.depth_acceptance[1:], start=2):
+            print(f"acceptance (depth {k}, chained) {rate:.4f}")
+        print(f"expected accepted / step  {result.expected_accepted:.4f}  (tokens per main step {result.tokens_per_step:.4f})")
+        print(f"draft == text token       {result.text_match:.4f}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `model` group (`info`, `init`; other subcommands may be added to `model_subparsers` later)."""
+    """Add the `model` group (`info`, `init`, `mtp-acceptance`; other subcommands may be added to `model_subparsers` later)."""
     from posttrain.model.presets import PRESETS
 
     group = subparsers.add_parser("model", help="Inspect, create and measure DeepSeek-V3-architecture checkpoints.")
@@ -66,3 +96,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     init.add_argument("--output", required=True, help="checkpoint directory to create (written atomically)")
     init.add_argument("--seed", type=int, default=0, help="random seed of the initialization (default: 0)")
     init.set_defaults(func=cmd_init)
+
+    acc = sub.add_parser(
+        "mtp-acceptance",
+        help="Rate at which the depth-1 MTP draft equals the main model's greedy next token (one teacher-forced "
+             "forward, completion tokens only); expected accepted length for more depths. See docs/mtp.md.",
+    )
+    acc.add_argument("--model", required=True, help="checkpoint directory (or a preset name: random init)")
+    acc.add_argument("--data", required=True,
+                     help="rows: any dataset the mix builder reads (JSONL/Parquet/CSV with messages or "
+                          "prompt/response, a datasets dir, a built mix) or builtin:<task>[:split]")
+    acc.add_argument("--limit", type=int, default=None, help="use the first N rows (builtin: default 200)")
+    acc.add_argument("--depths", type=int, default=None, help="MTP depths to chain (default: all the model has)")
+    acc.add_argument("--batch-size", type=int, default=16, help="rows per forward (default: 16)")
+    acc.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    acc.add_argument("--json", action="store_true", help="print JSON instead of text")
+    acc.set_defaults(func=cmd_mtp_acceptance)
