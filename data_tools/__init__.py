@@ -4,24 +4,33 @@
 - `build_mix(spec, output, on_error="raise")`: a YAML mix spec -> a training-ready `datasets` dir + stats.
 - `load_mix(path)`: a built mix; `read_source(source)`: any source the builder reads, as canonical rows.
 - `load_sft_dataset(path, workdir)` and `load_prompts(...)`: what the SFT and GRPO recipes call.
+
+Names are imported on first use, so `import data_tools.generators` stays free of datasets and pyarrow.
 """
 
-from data_tools.loading import load_prompts, load_sft_dataset
-from data_tools.mix import build_mix, load_mix, load_tokenizer
-from data_tools.sources import read_source
-from data_tools.spec import DecontaminateSpec, DedupeSpec, MixSpec, SourceSpec, load_spec, parse_spec
+from __future__ import annotations
 
-__all__ = [
-    "DecontaminateSpec",
-    "DedupeSpec",
-    "MixSpec",
-    "SourceSpec",
-    "build_mix",
-    "load_mix",
-    "load_prompts",
-    "load_sft_dataset",
-    "load_spec",
-    "load_tokenizer",
-    "parse_spec",
-    "read_source",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_prompts": "data_tools.loading",
+    "load_sft_dataset": "data_tools.loading",
+    "build_mix": "data_tools.mix",
+    "load_mix": "data_tools.mix",
+    "load_tokenizer": "data_tools.mix",
+    "read_source": "data_tools.sources",
+    "DecontaminateSpec": "data_tools.spec",
+    "DedupeSpec": "data_tools.spec",
+    "MixSpec": "data_tools.spec",
+    "SourceSpec": "data_tools.spec",
+    "load_spec": "data_tools.spec",
+    "parse_spec": "data_tools.spec",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'data_tools' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

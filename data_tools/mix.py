@@ -76,7 +76,7 @@ def build_mix(spec: MixSpec | str | Path, output: str | Path, on_error: str = "r
 
     >>> import tempfile
     >>> out = tempfile.mkdtemp() + "/mix"
-    >>> stats = build_mix("recipes/configs/tiny/mix.yaml", out)
+    >>> stats = build_mix("recipes/configs/examples/mix_sources.yaml", out)
     >>> load_mix(out).num_rows == stats["rows"] > 0
     True
     """

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from data_tools import build_mix, load_mix, load_prompts, load_sft_dataset, parse_spec, read_source
+from data_tools import build_mix, load_mix, load_prompts, load_sft_dataset, load_spec, parse_spec, read_source
 from data_tools import sources as sources_module
 from posttrain.cli import main
 from posttrain.tokenizer import build_tokenizer
@@ -251,16 +251,21 @@ def test_load_sft_dataset_builds_a_spec_once(tmp_path):
 
 
 def test_cli_builds_and_reports_user_errors_in_one_line(tmp_path, capsys):
-    out = tmp_path / "out"
-    assert main(["data", "build", "--config", "recipes/configs/tiny/mix.yaml", "--output", str(out),
-                 "--num-proc", "1"]) == 0
+    spec, out = tmp_path / "mix.yaml", tmp_path / "out"
+    spec.write_text("num_proc: 1\nsources:\n  - {builtin: arithmetic, rows: 30}\n  - {builtin: text_tasks, rows: 20}\n")
+    assert main(["data", "build", "--config", str(spec), "--output", str(out)]) == 0
     stats = json.loads((out / "stats.json").read_text())
-    assert load_mix(out).num_rows == stats["rows"] == 6000 and (out / "stats.md").is_file()
-    assert stats["dropped"]["contaminated"] == 0
-    assert main(["data", "build", "--config", "recipes/configs/tiny/mix.yaml", "--output", str(out)]) == 2
+    assert load_mix(out).num_rows == stats["rows"] == 50 and (out / "stats.md").is_file()
+    assert f"{out}: 50 rows from 50 read" in capsys.readouterr().out
+    assert main(["data", "build", "--config", str(spec), "--output", str(out)]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert main(["data", "build", "--config", str(tmp_path / "none.yaml"), "--output", str(tmp_path / "o")]) == 2
     assert "none.yaml: no such file" in capsys.readouterr().err
+
+
+def test_the_tiny_default_mix_spec_is_valid_and_offline():
+    spec = load_spec("recipes/configs/tiny/mix.yaml")
+    assert spec.sources and all(s.builtin for s in spec.sources + spec.decontaminate.against)
 
 
 def test_the_example_spec_builds_every_layout_and_reports_its_contamination(tmp_path):
