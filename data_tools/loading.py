@@ -29,7 +29,7 @@ def load_sft_dataset(path: str | Path, workdir: str | Path | None = None) -> Dat
     or any file or `datasets` dir the mix builder reads.
 
     >>> import tempfile
-    >>> ds = load_sft_dataset("recipes/configs/tiny/mix.yaml", workdir=tempfile.mkdtemp())
+    >>> ds = load_sft_dataset("recipes/configs/examples/mix_sources.yaml", workdir=tempfile.mkdtemp())
     >>> {"messages", "input_ids", "solution"} <= set(ds.column_names)
     True
     """
