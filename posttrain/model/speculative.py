@@ -115,12 +115,13 @@ def mtp_forward(
 
 
 def warp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """(N, V) logits -> (N, V) probabilities as `generate` samples them (temperature, then nucleus top_p)."""
-    scores = logits.float()
+    """(..., V) logits -> probabilities as `generate` samples them (temperature, then nucleus top_p)."""
+    shape = logits.shape
+    scores = logits.float().reshape(-1, shape[-1])
     scores = TemperatureLogitsWarper(temperature)(None, scores)
     if top_p < 1.0:
         scores = TopPLogitsWarper(top_p)(None, scores)
-    return scores.softmax(dim=-1)
+    return scores.softmax(dim=-1).reshape(shape)
 
 
 def accept_drafts(
@@ -207,7 +208,8 @@ def speculative_generate(
     stats.tokens += B
     pending = first
     n_real = attn.sum(dim=1)  # real slots in the cache per row: the position id of `pending`
-    while not done.all() and min(len(g) for g, d in zip(generated, done.tolist(), strict=True) if not d) < max_new_tokens:
+    done |= max_new_tokens <= 1
+    while not done.all():
         active = ~done
         step_ids = torch.stack([pending, draft], dim=1)  # (B, 2)
         step_pos = n_real[:, None] + torch.arange(2, device=device)
@@ -220,14 +222,14 @@ def speculative_generate(
         committed = torch.where(accepted, draft, fix)  # the token after `pending`
         pending = torch.where(accepted, bonus, fix)
 
+        c_list, b_list, a_list, stop_set = committed.tolist(), bonus.tolist(), accepted.tolist(), set(stop.tolist())
         for r in rows[active].tolist():  # commit: one or two tokens, up to an end token or the length limit
-            new = [committed[r].item()] + ([bonus[r].item()] if accepted[r] else [])
-            for t in new:
+            for t in [c_list[r], b_list[r]] if a_list[r] else [c_list[r]]:
                 if len(generated[r]) < max_new_tokens:
                     generated[r].append(t)
-                    if t in stop:
+                    if t in stop_set:
                         break
-            if generated[r][-1] in stop or len(generated[r]) >= max_new_tokens:
+            if generated[r][-1] in stop_set or len(generated[r]) >= max_new_tokens:
                 done[r] = True
         stats.steps += int(active.sum())
         stats.drafts += int(active.sum())

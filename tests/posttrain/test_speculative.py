@@ -1,0 +1,132 @@
+"""Self-speculative decoding with the MTP drafter: greedy identity with `generate`, the sampling distribution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from scipy.stats import chi2_contingency
+from transformers import GenerationConfig
+
+from eval.generate import generate
+from posttrain.model import load_model
+from posttrain.model.speculative import SpeculativeStats, accept_drafts, speculative_generate
+from posttrain.tokenizer import build_tokenizer
+
+
+
+def copy_mtp(model):
+    """MTP block passing h_i through (as in test_mtp_acceptance.py): drafts = the main model's greedy token at i,
+    accepted where greedy repeats a token."""
+    layer = model.model.layers[model.config.num_hidden_layers]
+    D = model.config.hidden_size
+    with torch.no_grad():
+        layer.eh_proj.weight.zero_()
+        layer.eh_proj.weight[:, D:] = torch.eye(D)
+        layer.self_attn.o_proj.weight.zero_()
+        for p in layer.mlp.parameters():
+            p.zero_()
+    return model
+
+PROMPTS = [[1, 5, 6, 7, 8, 9, 10], [1, 50, 60], [1, 300, 301, 302, 303], [1, 77], [1, 400, 401, 9, 9, 9, 9, 9]]
+
+
+def left_pad(prompts, pad=2):
+    W = max(map(len, prompts))
+    ids = torch.full((len(prompts), W), pad)
+    attn = torch.zeros_like(ids)
+    for r, p in enumerate(prompts):
+        ids[r, W - len(p):] = torch.tensor(p)
+        attn[r, W - len(p):] = 1
+    return ids, attn
+
+
+def plain(model, ids, attn, max_new_tokens, **sampling):
+    config = GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=2, eos_token_id=[3], **sampling)
+    with torch.inference_mode():
+        return model.generate(input_ids=ids, attention_mask=attn, generation_config=config)
+
+
+@pytest.mark.parametrize("drafter", ["random", "copy"])
+def test_greedy_is_token_for_token_generate(drafter):
+    """Random-init tiny model, left-padded batch of different prompt lengths; the random MTP rejects every draft,
+    the copying one accepts some per row, so the masked-slot and the cropped-slot cache paths both run."""
+    torch.manual_seed(0)
+    model = load_model("tiny").eval()
+    if drafter == "copy":
+        copy_mtp(model)
+    ids, attn = left_pad(PROMPTS)
+    ref = plain(model, ids, attn, 40, do_sample=False)
+    out, stats = speculative_generate(model, ids, attn, max_new_tokens=40, eos_token_id=[3], pad_token_id=2)
+    assert out.tolist() == ref.tolist()
+    assert stats.drafts > 0 and (stats.accepted == 0) == (drafter == "random")
+
+
+def test_eval_generate_option_matches_plain(tiny_checkpoint):
+    from eval.generate import load_checkpoint
+
+    model, tokenizer = load_checkpoint(tiny_checkpoint, device="cpu")
+    copy_mtp(model)
+    prompts = [p[1:] for p in PROMPTS]
+    kwargs = dict(max_new_tokens=24, batch_size=3)
+    stats = SpeculativeStats()
+    assert generate(model, tokenizer, prompts, speculative=True, stats=stats, **kwargs) == generate(
+        model, tokenizer, prompts, **kwargs)
+    assert stats.tokens >= stats.steps > 0
+
+
+def test_no_mtp_module_is_refused():
+    model = load_model("tiny", num_nextn_predict_layers=0).eval()
+    with pytest.raises(ValueError, match="has none"):
+        speculative_generate(model, torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3), max_new_tokens=2,
+                             eos_token_id=[3])
+
+
+def test_acceptance_rule_commits_the_target_distribution():
+    """Exactly p: accept d ~ q with min(1, p/q), else resample from (p - q)+; an always-accept rule would give q."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.tensor([0.05, 0.4, 0.3, 0.0, 0.25])
+    q = torch.tensor([0.3, 0.1, 0.3, 0.2, 0.1])
+    N = 200_000
+    draft = torch.multinomial(q, N, replacement=True, generator=g)
+    accepted, fix = accept_drafts(draft, q.expand(N, -1), p.expand(N, -1), g)
+    freq = torch.bincount(torch.where(accepted, draft, fix), minlength=5).double() / N
+    assert torch.allclose(freq, p.double(), atol=4 * (0.25 / N) ** 0.5)
+    assert accepted.double().mean().item() == pytest.approx(torch.minimum(p, q).sum().item(), abs=0.01)
+
+
+def peaked_token_model():
+    """Main model reduced to a function of the current token (every block's output zeroed) with a sharp head, and
+    an MTP drafter that predicts the next distribution at a lower temperature: q differs from p, acceptance ~ 1/2."""
+    torch.manual_seed(0)
+    model = load_model("tiny").eval()
+    n, D = model.config.num_hidden_layers, model.config.hidden_size
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            for p in layer.mlp.parameters():
+                p.zero_()
+        mtp = model.model.layers[n]
+        mtp.eh_proj.weight.zero_()
+        mtp.eh_proj.weight[:, :D] = torch.eye(D)  # the embedding of t_{i+1}: q is the main model's p_{i+1}, flatter
+        mtp.shared_head.norm.weight.fill_(0.6)
+        model.lm_head.weight.mul_(8)
+    return model
+
+
+def test_sampled_output_follows_generate_distribution():
+    model = peaked_token_model()
+    N, new = 2000, 4
+    ids, attn = left_pad([[1, 5, 6, 7]] * N)
+    torch.manual_seed(1)
+    out, stats = speculative_generate(model, ids, attn, max_new_tokens=new, eos_token_id=[3], temperature=1.0,
+                                      top_p=0.95)
+    torch.manual_seed(2)
+    ref = plain(model, ids, attn, new, do_sample=True, temperature=1.0, top_p=0.95, top_k=0)
+    assert 0.2 < stats.acceptance < 0.9
+    W = ids.shape[1]
+    for j in range(W + 1, W + new):  # the tokens the rule decides (the first comes from the prefill forward)
+        a, b = torch.bincount(out[:, j], minlength=1024), torch.bincount(ref[:, j], minlength=1024)
+        keep = (a + b) >= 10
+        table = torch.stack([torch.cat([a[keep], a[~keep].sum()[None]]), torch.cat([b[keep], b[~keep].sum()[None]])])
+        table = table[:, table.sum(0) > 0]
+        assert chi2_contingency(table.numpy()).pvalue > 1e-3, (j, table)
