@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Tests run on a couple of shared cores with tiny tensors: intra-op threads only spin-wait against each other
+# there (a 3-4x slowdown measured on this machine), so one thread it is.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -74,6 +74,7 @@ def test_sft_trainer_packed_assistant_only_trains_mtp_through_trl_fused_head(tmp
     assert not torch.equal(eh_proj, model.model.layers[model.config.num_hidden_layers].eh_proj.weight)
 
 
+@pytest.mark.slow
 def test_grpo_trainer_runs_with_the_callback_and_mtp_off(tmp_path):
     from trl import GRPOConfig, GRPOTrainer
 
