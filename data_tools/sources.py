@@ -4,9 +4,11 @@ row pass over them, all Arrow-backed: rows are never all held as Python objects.
 
 from __future__ import annotations
 
+import atexit
 import glob
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -149,7 +151,7 @@ def process_source(
         outputs.append(part.dataset.map(
             row_pass, batched=True, batch_size=500, with_indices=True, remove_columns=part.dataset.column_names,
             features=row_pass.features(), num_proc=workers if workers > 1 else None,
-            cache_file_name=os.path.join(workdir, f"{tag}-{n}.arrow"), new_fingerprint=f"{tag}-{n}", desc=f"{source.name}: {Path(part.origin).name}",
+            cache_file_name=os.path.join(workdir, f"{tag}-{n}.arrow"), new_fingerprint=f"{tag}-{n}", desc=prefix,
         ))
     ds = concatenate_datasets(outputs) if len(outputs) > 1 else outputs[0]
     if not ds.num_rows or pc.all(pc.equal(ds.data.column("_status"), BLANK)).as_py():
@@ -165,7 +167,8 @@ def read_source(
     `solution`, `tests`, `entry_point`; plus `input_ids`, `assistant_masks`, `num_tokens` with a `tokenizer`).
 
     `source` is a `SourceSpec` or its YAML mapping; bad and blank rows are dropped (with `on_error="skip"`) or
-    raise. Use `require_response=False` for prompt sets (eval, distillation inputs).
+    raise. Use `require_response=False` for prompt sets (eval, distillation inputs). The rows live in a temporary
+    Arrow cache removed when the process exits.
 
     >>> ds = read_source({"builtin": "arithmetic", "rows": 4, "split": "heldout"})
     >>> ds.num_rows, ds[0]["source"], ds[0]["messages"][0]["role"]
@@ -177,6 +180,8 @@ def read_source(
                              fields=source.fields, json_lines=False, on_error=on_error,
                              require_response=require_response, exact_key=False, tokenizer=tokenizer)
     workdir = tempfile.mkdtemp(prefix="posttrain-read-")
+    # The rows stay memory-mapped from here (and later maps cache here) for as long as the process runs.
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     ds = process_source(source, processor, workdir, seed=seed, count=source.rows)
     ds = ds.filter(lambda status: status == OK, input_columns="_status",
                    cache_file_name=os.path.join(workdir, "kept.arrow"))
