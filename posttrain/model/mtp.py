@@ -24,6 +24,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3DecoderLayer, DeepseekV3RMSNorm
 
+
 class SharedHead(nn.Module):
     """The MTP module's own final norm; the output projection is the main model's `lm_head` (not owned here)."""
 

@@ -115,10 +115,13 @@ json.dump(trainer.state.log_history, open(f"{sys.argv[1]}/log_{rank}.json", "w")
 def test_two_cpu_processes_reduce_loads_across_ranks(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(_DDP_SCRIPT)
-    # `accelerate launch --cpu --num_processes 2` starts a single process (accelerate 1.15): use torchrun
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(tmp_path)]
+    # `accelerate launch --cpu --num_processes 2` starts a single process (accelerate 1.15): use torchrun;
+    # --standalone picks a free port, so concurrent runs on the machine do not collide on 29500
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    subprocess.run(cmd, check=True, env=env, timeout=180, capture_output=True)
+    run = subprocess.run(cmd, env=env, timeout=180, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
     logs = [json.loads((tmp_path / f"log_{r}.json").read_text()) for r in (0, 1)]
     steps = [[h for h in log if "loss" in h] for log in logs]
     assert len(steps[0]) == 2 and "train_runtime" in logs[1][-1]
