@@ -84,12 +84,16 @@ def mtp_forward(
     position_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
     cache: DynamicCache | None = None,
+    keep: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One MTP depth, eqs. (21)-(23): (B, T, D) states and (B, T) ids of the next tokens -> (states, (B, T, V) logits).
 
     `hidden` is the main model's final-norm output (depth 1) or the previous depth's output; `next_ids[:, i]` is
     the token after position i (t_{i+k} at depth k). `attention_mask` is the (B, cache + T) 2-D mask; with `cache`
-    the layer appends its keys there (at its own layer index) and attends to the cached ones.
+    the layer appends its keys there (at its own layer index) and attends to the cached ones. With `keep` (B,) only
+    that slot of each row goes on past attention (MoE/MLP and head; states and logits (B, 1, .)): drafting needs
+    the keys of every new slot but the output of one, and on a CPU the routed experts of the others cost as much
+    as the rest of the block. This is `DeepseekV3DecoderLayer.forward` split after attention.
     """
     backbone = model.model
     x = layer.project(backbone.embed_tokens(next_ids), hidden)
@@ -103,14 +107,18 @@ def mtp_forward(
         position_ids=position_ids,
         layer_idx=idx if seen else None,
     )
-    out = layer(
-        x,
+    attn_out, _ = layer.self_attn(
+        hidden_states=layer.input_layernorm(x),
         attention_mask=mask,
         position_ids=position_ids,
         past_key_values=cache,
         use_cache=cache is not None,
         position_embeddings=backbone.rotary_emb(x, position_ids),
     )
+    out = x + attn_out
+    if keep is not None:
+        out = out[torch.arange(out.shape[0], device=out.device), keep].unsqueeze(1)  # (B, 1, D)
+    out = out + layer.mlp(layer.post_attention_layernorm(out))
     return out, model.lm_head(layer.shared_head.norm(out))
 
 
@@ -199,8 +207,9 @@ def speculative_generate(
                          use_cache=True).last_hidden_state
     first = _pick(probs(model.lm_head(hidden[:, -1:]).squeeze(1)), sampled, generator)
     next_ids = torch.cat([input_ids[:, 1:], first[:, None]], dim=1)
-    _, draft_logits = mtp_forward(model, mtp, hidden, next_ids, positions, attn, mtp_cache)
-    q = probs(draft_logits[:, -1])
+    _, draft_logits = mtp_forward(model, mtp, hidden, next_ids, positions, attn, mtp_cache,
+                                  keep=torch.full((B,), W - 1, device=device))
+    q = probs(draft_logits[:, 0])
     draft = _pick(q, sampled, generator)
 
     generated = [[t] for t in first.tolist()]
@@ -243,9 +252,9 @@ def speculative_generate(
         n_real = n_real + 1 + accepted.long()
         if done.all():
             break
-        _, draft_logits = mtp_forward(model, mtp, hidden, mtp_ids, step_pos, attn, mtp_cache)
-        last = torch.where(accepted, 1, 0) if draft_logits.shape[1] == 2 else torch.zeros_like(accepted, dtype=torch.long)
-        q = probs(draft_logits[rows, last])
+        last = accepted.long() if mtp_ids.shape[1] == 2 else torch.zeros_like(accepted, dtype=torch.long)
+        _, draft_logits = mtp_forward(model, mtp, hidden, mtp_ids, step_pos, attn, mtp_cache, keep=last)
+        q = probs(draft_logits[:, 0])
         draft = _pick(q, sampled, generator)
 
     stats.tokens += sum(len(g) for g in generated) - B

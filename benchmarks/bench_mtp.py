@@ -1,0 +1,148 @@
+"""Self-speculative decoding with the MTP drafter against plain `generate`, side by side in one run.
+
+    python benchmarks/bench_mtp.py --model outputs/tiny/sft/final [--prompts 64] [--batch-sizes 1 16]
+
+Same model, same prompts (builtin held-out tasks through the chat template), greedy, `eval.generate.generate`
+with and without `speculative=True`; the two outputs are checked to be the same text. Reported per batch size:
+
+    tokens/s          generated tokens (end token included) / wall seconds, both paths
+    speed-up          plain seconds / speculative seconds
+    alpha             drafts accepted / drafts made, in the speculative run (tokens per main step = 1 + alpha)
+    c                 one MTP step (its decoder block + head, 1 token per row, cached) / one main-model decode step
+                      (1 token per row, cached), timed on the same batch
+    v                 one main-model forward over 2 tokens per row (the verify step) / one over 1 token
+    ideal             (1 + alpha) / (1 + c), the issue's bound; `of ideal` = speed-up / ideal
+
+On a GPU at small batch v is ~1 (the verify step is as cheap as a decode step); on a CPU it is not, and v > 1 is
+paid on every step, so the measured speed-up stays below (1 + alpha) / (1 + c): (1 + alpha) / (v + c) is the
+CPU-honest bound, reported too. Threads are pinned (`--threads`, default 1) so the figures are stable on a shared
+machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+
+def _time(fn, reps: int, chunks: int = 5) -> float:
+    """Seconds per call: the fastest of `chunks` timed chunks (interference on a shared machine only adds)."""
+    fn()
+    n = max(1, reps // chunks)
+    best = float("inf")
+    for _ in range(chunks):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - start) / n)
+    return best
+
+
+@torch.inference_mode()
+def step_costs(model, batch: int, context: int = 64, reps: int = 30) -> dict[str, float]:
+    """Seconds of one cached main decode step (1 and 2 tokens per row) and one cached MTP step, batch `batch`."""
+    from transformers.cache_utils import DynamicCache
+
+    from posttrain.model.speculative import mtp_forward, mtp_layers
+
+    ids = torch.randint(10, model.config.vocab_size, (batch, context))
+    attn = torch.ones(batch, context + 2, dtype=torch.long)
+    cache, mtp_cache = DynamicCache(config=model.config), DynamicCache()
+    pos = torch.arange(context).expand(batch, -1)
+    hidden = model.model(input_ids=ids, attention_mask=attn[:, :context], position_ids=pos, past_key_values=cache,
+                         use_cache=True).last_hidden_state
+    layer = mtp_layers(model)[0]
+    mtp_forward(model, layer, hidden, ids, pos, attn[:, :context], mtp_cache)
+
+    def main_step(n):
+        def run():
+            model.model(input_ids=ids[:, :n], attention_mask=attn[:, : context + n],
+                        position_ids=pos[:, :n] + context, past_key_values=cache, use_cache=True)
+            model.lm_head(torch.zeros(batch, n, model.config.hidden_size))
+            cache.crop(-n)
+        return run
+
+    def mtp_step():
+        mtp_forward(model, layer, hidden[:, :1], ids[:, :1], pos[:, :1] + context, attn[:, : context + 1], mtp_cache)
+        mtp_cache.crop(-1)
+
+    return {"main_1": _time(main_step(1), reps), "main_2": _time(main_step(2), reps), "mtp_1": _time(mtp_step, reps)}
+
+
+def run(model_dir: str, num_prompts: int, batch_sizes: list[int], max_new_tokens: int, tasks: list[str],
+        repeats: int = 3) -> dict:
+    from data_tools.generators import generate as builtin_rows
+    from eval.generate import encode_prompts, generate, load_checkpoint
+    from posttrain.model.speculative import SpeculativeStats
+
+    model, tokenizer = load_checkpoint(model_dir, device="cpu")
+    per_task = max(1, num_prompts // len(tasks))
+    prompts = encode_prompts(tokenizer, [r["prompt"] for t in tasks for r in builtin_rows(t, per_task, split="heldout")])
+    results = []
+    for bs in batch_sizes:
+        plain_s = spec_s = float("inf")
+        for _ in range(repeats):  # alternate the two paths; the fastest of each (a shared machine only slows down)
+            start = time.perf_counter()
+            ref = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=bs, desc="plain")
+            plain_s = min(plain_s, time.perf_counter() - start)
+            stats = SpeculativeStats()
+            start = time.perf_counter()
+            spec = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=bs, desc="spec",
+                            speculative=True, stats=stats)
+            spec_s = min(spec_s, time.perf_counter() - start)
+        tokens = sum(c[0].num_tokens for c in ref)
+        same = sum(a[0].text == b[0].text for a, b in zip(ref, spec, strict=True))
+        costs = step_costs(model, bs)
+        alpha = stats.acceptance
+        c = costs["mtp_1"] / costs["main_1"]
+        v = costs["main_2"] / costs["main_1"]
+        ideal = (1 + alpha) / (1 + c)
+        speedup = plain_s / spec_s
+        results.append({
+            "batch_size": bs, "prompts": len(prompts), "tokens": tokens, "identical_outputs": same,
+            "plain_tokens_per_s": tokens / plain_s, "spec_tokens_per_s": tokens / spec_s, "speedup": speedup,
+            "alpha": alpha, "c": c, "v": v, "ideal": ideal, "of_ideal": speedup / ideal,
+            "cpu_bound": (1 + alpha) / (v + c), "of_cpu_bound": speedup / ((1 + alpha) / (v + c)),
+            "step_seconds": costs,
+        })
+    return {"model": model_dir, "max_new_tokens": max_new_tokens, "tasks": tasks, "repeats": repeats, "threads": torch.get_num_threads(),
+            "machine": platform.processor() or platform.machine(), "results": results}
+
+
+def table(report: dict) -> str:
+    lines = ["| batch | plain tok/s | spec tok/s | speed-up | alpha | c | v | ideal (1+a)/(1+c) | of ideal | "
+             "(1+a)/(v+c) | identical |", "|---" * 11 + "|"]
+    for r in report["results"]:
+        lines.append(
+            f"| {r['batch_size']} | {r['plain_tokens_per_s']:.1f} | {r['spec_tokens_per_s']:.1f} | {r['speedup']:.2f}x "
+            f"| {r['alpha']:.3f} | {r['c']:.3f} | {r['v']:.2f} | {r['ideal']:.2f}x | {100 * r['of_ideal']:.0f}% "
+            f"| {r['cpu_bound']:.2f}x | {r['identical_outputs']}/{r['prompts']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="checkpoint dir with an MTP module (e.g. a tiny SFT final)")
+    parser.add_argument("--prompts", type=int, default=64, help="held-out prompts in all (default 64)")
+    parser.add_argument("--tasks", nargs="+", default=["arithmetic", "word_problems"], help="builtin tasks")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16], help="generation batch sizes")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating timed runs per path; the fastest counts")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: stable on a shared CPU)")
+    parser.add_argument("--output", default="outputs/bench_mtp.json", help="where to write the JSON report")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    report = run(args.model, args.prompts, args.batch_sizes, args.max_new_tokens, args.tasks, args.repeats)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+
+
+if __name__ == "__main__":
+    main()
