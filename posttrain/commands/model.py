@@ -56,13 +56,15 @@ def cmd_mtp_acceptance(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model).to(args.device).eval()
         tokenizer = load_tokenizer(args.model)
-        rows = read_rows(args.data, tokenizer, limit=args.limit)
+        rows = read_rows(args.data, tokenizer, limit=args.limit, model=model, max_new_tokens=args.generate,
+                         batch_size=args.batch_size)
         torch.manual_seed(0)
         result = acceptance_on_rows(model, rows, batch_size=args.batch_size, depths=args.depths,
                                     pad_token_id=tokenizer.pad_token_id or 0)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"posttrain model mtp-acceptance: error: {e}") from e
-    report = {"model": args.model, "data": args.data, "rows": len(rows), **result.to_dict()}
+    report = {"model": args.model, "data": args.data, "rows": len(rows), "generated": args.generate,
+              **result.to_dict()}
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -107,6 +109,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="rows: any dataset the mix builder reads (JSONL/Parquet/CSV with messages or "
                           "prompt/response, a datasets dir, a built mix) or builtin:<task>[:split]")
     acc.add_argument("--limit", type=int, default=None, help="use the first N rows (builtin: default 200)")
+    acc.add_argument("--generate", type=int, default=0, metavar="N",
+                     help="measure on the model's own greedy completions of the prompts (up to N new tokens) "
+                          "instead of the given answers (default 0: the given text)")
     acc.add_argument("--depths", type=int, default=None, help="MTP depths to chain (default: all the model has)")
     acc.add_argument("--batch-size", type=int, default=16, help="rows per forward (default: 16)")
     acc.add_argument("--device", default="cpu", help="torch device (default: cpu)")

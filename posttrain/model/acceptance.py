@@ -178,9 +178,16 @@ def acceptance_on_rows(
     return total
 
 
-def read_rows(data: str, tokenizer, limit: int | None = None, seed: int = 0) -> list[dict]:
+def read_rows(
+    data: str, tokenizer, limit: int | None = None, seed: int = 0, model: nn.Module | None = None,
+    max_new_tokens: int = 0, batch_size: int = 16,
+) -> list[dict]:
     """Tokenized rows (`input_ids`, `assistant_masks`) from `data`: any dataset the mix builder reads (JSONL,
-    Parquet, CSV, a `datasets` dir, a built mix) or `builtin:<task>[:split]` (default split heldout)."""
+    Parquet, CSV, a `datasets` dir, a built mix) or `builtin:<task>[:split]` (default split heldout).
+
+    With `model` and `max_new_tokens` > 0 the answers are replaced by the model's own greedy completions of the
+    prompts (everything before the first assistant turn), `eval.generate.generate` with that many new tokens.
+    """
     from data_tools import read_source
 
     if data.startswith("builtin:"):
@@ -190,6 +197,18 @@ def read_rows(data: str, tokenizer, limit: int | None = None, seed: int = 0) -> 
         source = {"path": data, "domain": "unknown"}
         if limit:
             source["rows"] = limit
+    if model is not None and max_new_tokens > 0:
+        from eval.generate import encode_prompts, generate
+
+        ds = read_source(source, seed=seed, require_response=False)
+        if limit is not None:
+            ds = ds.select(range(min(limit, ds.num_rows)))
+        prompts = [m[: next((i for i, t in enumerate(m) if t["role"] == "assistant"), len(m))] for m in ds["messages"]]
+        out = generate(model, tokenizer, encode_prompts(tokenizer, prompts), max_new_tokens=max_new_tokens,
+                       batch_size=batch_size, desc="greedy completions")
+        return [tokenizer.apply_chat_template([*p, {"role": "assistant", "content": c[0].text}], return_dict=True,
+                                              return_assistant_tokens_mask=True)
+                for p, c in zip(prompts, out, strict=True)]
     ds = read_source(source, seed=seed, tokenizer=tokenizer)
     if limit is not None:
         ds = ds.select(range(min(limit, ds.num_rows)))

@@ -97,3 +97,12 @@ def test_cli_json(tiny_checkpoint, tmp_path, capsys):
     assert 0.0 <= report["acceptance"] <= 1.0 and report["tokens_per_step"] == 1 + report["expected_accepted"]
     with pytest.raises(SystemExit, match="mtp-acceptance: error"):
         main(["model", "mtp-acceptance", "--model", str(tiny_checkpoint), "--data", str(tmp_path / "none.jsonl")])
+
+
+def test_cli_on_own_greedy_completions(tiny_checkpoint, capsys):
+    """On the model's own greedy text the greedy check and the text token agree: acceptance == text match."""
+    assert main(["model", "mtp-acceptance", "--model", str(tiny_checkpoint), "--data", "builtin:arithmetic",
+                 "--limit", "4", "--generate", "12", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["generated"] == 12 and report["rows"] == 4 and report["counted"] > 0
+    assert report["acceptance"] == report["text_match"]
