@@ -54,7 +54,9 @@ class MTPRefreshArguments:
         default=True, metadata={"help": "Sample completions from the policy (true) or use dataset_path's as given."}
     )
     tasks: list[str] = field(default_factory=lambda: ["arithmetic"], metadata={"help": "Builtin tasks for prompts."})
-    num_prompts: int = field(default=1000, metadata={"help": "Builtin prompts per task (train split)."})
+    num_prompts: int = field(
+        default=1000, metadata={"help": "Builtin prompts per task (train split); with dataset_path, its first N."}
+    )
     prompts_seed: int = field(default=0, metadata={"help": "Seed of the builtin prompts."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (0: greedy) of the policy."})
     max_new_tokens: int = field(default=192, metadata={"help": "Longest sampled completion, in tokens."})
@@ -78,7 +80,10 @@ def policy_samples(args: MTPRefreshArguments, model, tokenizer, seed: int) -> li
     from eval.generate import encode_prompts, generate
 
     prompts = load_prompts(args.dataset_path, tasks=args.tasks, n=args.num_prompts, seed=args.prompts_seed,
-                           split="train")["prompt"]
+                           split="train")
+    if args.dataset_path is not None:
+        prompts = prompts.select(range(min(args.num_prompts, prompts.num_rows)))
+    prompts = prompts["prompt"]
     was_training = model.training
     model.eval()
     completions = generate(model, tokenizer, encode_prompts(tokenizer, prompts), max_new_tokens=args.max_new_tokens,
