@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def grpo_run(tiny_checkpoint: Path, plugin_dir: Path, tmp_path_factory: pytest.T
 
 
 def test_two_process_grpo_logs_every_reward_and_router_metrics(grpo_run: Path):
+    assert (grpo_run / "checkpoint-2" / "rng_state_1.pth").is_file()  # a second rank really ran
     logs = [h for h in log_history(grpo_run / "checkpoint-2") if "loss" in h]
     assert len(logs) == 2
     for name in ("math", "format", "short_bonus", "flaky"):
@@ -65,8 +67,6 @@ def test_a_reward_that_raises_is_counted_and_training_continues(grpo_run: Path):
 
 
 def test_grpo_resumes_from_checkpoint(grpo_run: Path, tiny_checkpoint: Path, tmp_path: Path):
-    import shutil
-
     run = tmp_path / "run"
     shutil.copytree(grpo_run, run)
     proc = launch("grpo", *grpo_args(tiny_checkpoint, run, "--max_steps", "3", "--resume_from_checkpoint", "true",

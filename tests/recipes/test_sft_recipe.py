@@ -26,6 +26,7 @@ def sft_run(tmp_path_factory: pytest.TempPathFactory, sft_rows: Path) -> Path:
 
 
 def test_two_process_sft_logs_router_and_mtp_metrics(sft_run: Path):
+    assert (sft_run / "checkpoint-2" / "rng_state_1.pth").is_file()  # a second rank really ran
     history = log_history(sft_run / "checkpoint-2")
     train_logs = [h for h in history if "loss" in h]
     assert train_logs and all("router/maxvio" in h and "mtp_loss" in h for h in train_logs)
