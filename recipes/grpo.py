@@ -64,6 +64,8 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     )
     rewards.check_columns(reward_funcs, dataset.column_names, rows=dataset)
 
+    if model_args.mtp_loss_weight is None:  # MTP loss is off by default in RL; refresh it afterwards instead
+        model_args.mtp_loss_weight = 0.0
     model, tokenizer = build_model_and_tokenizer(model_args)
     trainer = GRPOTrainer(
         model=model,
