@@ -110,13 +110,14 @@ def run(model_dir: str, num_prompts: int, batch_sizes: list[int], max_new_tokens
             "cpu_bound": (1 + alpha) / (v + c), "of_cpu_bound": speedup / ((1 + alpha) / (v + c)),
             "step_seconds": costs,
         })
-    return {"model": model_dir, "max_new_tokens": max_new_tokens, "tasks": tasks, "repeats": repeats, "threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(), "results": results}
+    return {"model": model_dir, "max_new_tokens": max_new_tokens, "tasks": tasks, "repeats": repeats,
+            "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "results": results}
 
 
 def table(report: dict) -> str:
-    lines = ["| batch | plain tok/s | spec tok/s | speed-up | alpha | c | v | ideal (1+a)/(1+c) | of ideal | "
-             "(1+a)/(v+c) | identical |", "|---" * 11 + "|"]
+    header = ("| batch | plain tok/s | spec tok/s | speed-up | alpha | c | v | ideal (1+a)/(1+c) | of ideal | "
+              "(1+a)/(v+c) | identical |")
+    lines = [header, "|---" * 11 + "|"]
     for r in report["results"]:
         lines.append(
             f"| {r['batch_size']} | {r['plain_tokens_per_s']:.1f} | {r['spec_tokens_per_s']:.1f} | {r['speedup']:.2f}x "

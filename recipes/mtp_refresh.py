@@ -35,7 +35,13 @@ from trl import SFTConfig, SFTTrainer, TrlParser
 from data_tools import load_prompts, read_source
 from posttrain.model.acceptance import acceptance_on_rows
 from posttrain.model.speculative import mtp_layers
-from posttrain.training import ModelArguments, attach, build_model_and_tokenizer, resolve_resume, save_final
+from posttrain.training import (
+    ModelArguments,
+    attach,
+    build_model_and_tokenizer,
+    resolve_resume,
+    save_final,
+)
 
 SAMPLES_FILE = "samples.jsonl"
 

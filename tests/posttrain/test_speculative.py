@@ -9,9 +9,11 @@ from transformers import GenerationConfig
 
 from eval.generate import generate
 from posttrain.model import load_model
-from posttrain.model.speculative import SpeculativeStats, accept_drafts, speculative_generate
-from posttrain.tokenizer import build_tokenizer
-
+from posttrain.model.speculative import (
+    SpeculativeStats,
+    accept_drafts,
+    speculative_generate,
+)
 
 
 def copy_mtp(model):
@@ -67,7 +69,7 @@ def test_eval_generate_option_matches_plain(tiny_checkpoint):
     model, tokenizer = load_checkpoint(tiny_checkpoint, device="cpu")
     copy_mtp(model)
     prompts = [p[1:] for p in PROMPTS]
-    kwargs = dict(max_new_tokens=24, batch_size=3)
+    kwargs = {"max_new_tokens": 24, "batch_size": 3}
     stats = SpeculativeStats()
     assert generate(model, tokenizer, prompts, speculative=True, stats=stats, **kwargs) == generate(
         model, tokenizer, prompts, **kwargs)
