@@ -18,6 +18,7 @@ from eval.benchmarks import Benchmark, load_benchmark
 from eval.generate import check_sampling, encode_prompts, generate, generate_vllm, load_checkpoint, load_vllm
 from eval.report import checkpoint_step, write_report, write_results
 from eval.scoring import Result, score
+from posttrain.model.speculative import SpeculativeStats
 
 BACKENDS = ("hf", "vllm")
 SAMPLED_TEMPERATURE = 0.6  # DeepSeek-R1's recommended sampling temperature, the default when num_samples > 1
@@ -72,6 +73,7 @@ def evaluate(
     backend: str = "hf",
     prompt_template: str | None = None,
     chat_template: bool | None = None,
+    speculative: bool = False,
 ) -> list[Result]:
     """Evaluate each checkpoint on each benchmark; with `output_dir`, write results.json, report.md, plot.png.
 
@@ -80,12 +82,15 @@ def evaluate(
     `k` is the k (or a list of them) of pass@k and maj@k; each must be at most `num_samples`. `temperature`
     None means greedy for one sample and 0.6 for several; sampling is seeded with `seed` before each
     checkpoint x benchmark.
-    `chat_template` None uses the tokenizer's chat template when it has one. `results.json` is rewritten after
+    `chat_template` None uses the tokenizer's chat template when it has one. `speculative` decodes with the
+    checkpoint's MTP module as drafter (hf backend; same tokens when greedy); its acceptance lands in the metrics. `results.json` is rewritten after
     each checkpoint x benchmark, so a long run leaves partial results.
 
     Returns one `Result` per checkpoint x benchmark, checkpoint-major; e.g. held-out accuracy after a stage:
     ``evaluate(["runs/grpo"], ["gsm8k:test.jsonl"], limit=200)[0].metrics["pass@1"]``.
     """
+    if speculative and backend != "hf":
+        raise ValueError("speculative decoding runs on the hf backend; vLLM has its own (--speculative-config)")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: use one of {list(BACKENDS)}")
     if temperature is None:
@@ -117,10 +122,15 @@ def evaluate(
             prompts = encode_prompts(tokenizer, [row["prompt"] for row in bench.rows], chat_template)
             if backend == "hf":
                 desc = f"{path.name} {bench.name}"
-                completions = generate(engine, tokenizer, prompts, batch_size=batch_size, desc=desc, **sampling)
+                stats = SpeculativeStats() if speculative else None
+                completions = generate(engine, tokenizer, prompts, batch_size=batch_size, desc=desc,
+                                       speculative=speculative, stats=stats, **sampling)
             else:
-                completions = generate_vllm(engine, prompts, **sampling)
-            results.append(score(bench, completions, ks, model=str(path), step=checkpoint_step(path)))
+                stats, completions = None, generate_vllm(engine, prompts, **sampling)
+            result = score(bench, completions, ks, model=str(path), step=checkpoint_step(path))
+            if stats is not None:
+                result.metrics["mtp_acceptance"] = stats.acceptance
+            results.append(result)
             if out is not None:
                 write_results(results, config, out)
         del engine

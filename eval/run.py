@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, reset per checkpoint x benchmark")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     parser.add_argument("--backend", choices=BACKENDS, default="hf", help="hf generate (default) or vllm (optional)")
+    parser.add_argument("--speculative", action="store_true",
+                        help="decode with the checkpoint's MTP module as drafter (same output, fewer main steps)")
     parser.add_argument("--prompt-template", default=None,
                         help="template for every benchmark's prompts; {prompt} is replaced by the row's prompt. "
                              "Default: gsm8k and humaneval have their own, other benchmarks use prompts unchanged.")
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             output_dir=args.output, temperature=args.temperature, top_p=args.top_p,
             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed, device=args.device,
             backend=args.backend, prompt_template=args.prompt_template, chat_template=args.chat_template,
+            speculative=args.speculative,
         )
     except (FileNotFoundError, ValueError, ImportError) as err:
         parser.error(str(err))
