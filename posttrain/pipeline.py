@@ -8,7 +8,7 @@ checkpoint; `from_stage` reruns from one stage on.
 
 >>> config = load_pipeline_config("recipes/configs/tiny/pipeline.yaml")
 >>> [stage.name for stage in config.stages]
-['sft', 'distill', 'grpo']
+['sft', 'distill', 'grpo', 'mtp_refresh']
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Stage:
     config: str
     args: dict[str, Any] = field(default_factory=dict)
     num_processes: int = 1
+    evaluate: bool = True  # False for stages that leave the main model as it was (e.g. MTP refresh)
 
 
 @dataclass
@@ -69,7 +70,7 @@ def load_pipeline_config(path: str | os.PathLike) -> PipelineConfig:
         try:
             stages.append(Stage(**item))
         except TypeError as exc:
-            raise ValueError(f"{path}: stages[{i}]: {exc} (keys: name, recipe, config, args, num_processes)") from exc
+            raise ValueError(f"{path}: stages[{i}]: {exc} (keys: name, recipe, config, args, num_processes, evaluate)") from exc
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: stage names must be unique, got {names}")
@@ -138,6 +139,8 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=prin
             env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
             subprocess.run(stage_command(config, stage), check=True, env=env)
             timings[stage.name] = time.perf_counter() - start
+        if not stage.evaluate:
+            continue
         cached = out / "eval" / f"{stage.name}.json"
         if not cached.is_file():
             start = time.perf_counter()
