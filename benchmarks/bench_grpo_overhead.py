@@ -6,7 +6,7 @@ Both arms train the same model (same weights, same seed) on the same builtin ari
 GRPOConfig. The bare arm is what a TRL script would do: TRL's own `accuracy_reward` (math-verify in the trainer's
 thread), no callbacks. Our arm: `rewards.get_reward("math")` (bounded verifier subprocesses) plus `format`
 resolved from specs, the column check, the MoE balance callback (bias update, router metrics) and the reward
-failure counter. Arms alternate for `rounds` rounds; the figure is the median of TRL's own `step_time` metric over
+failure counter. Arms alternate (A B B A ...) for `rounds` rounds; the figure is the median of TRL's own `step_time` metric over
 all steps but each run's first.
 """
 
@@ -60,8 +60,8 @@ def main() -> None:
     model, tokenizer = build_model_and_tokenizer(ModelArguments(model_name_or_path=args.model, mtp_loss_weight=0.0))
     dataset = load_prompts(tasks=["arithmetic"], n=512, seed=0)
     times = {"bare TRL": [], "posttrain": []}
-    for _ in range(args.rounds):
-        for name in times:
+    for round_ in range(args.rounds):
+        for name in (list(times) if round_ % 2 == 0 else list(times)[::-1]):  # ABBA: drift hits both arms
             start = time.perf_counter()
             times[name] += run_arm(name == "posttrain", model, tokenizer, dataset, args.steps, args.completion_len)
             print(f"{name}: round done in {time.perf_counter() - start:.1f} s", flush=True)
