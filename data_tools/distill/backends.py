@@ -77,6 +77,7 @@ class HFBackend:
                 self.model, self.tokenizer, [ids[i] for i in members], num_samples=count,
                 max_new_tokens=self.sampling.max_new_tokens, temperature=self.sampling.temperature,
                 top_p=self.sampling.top_p, batch_size=self.teacher.batch_size, seed=seed + count, desc="teacher",
+                speculative=self.teacher.speculative,
             )
             for i, samples in zip(members, completions, strict=True):
                 out[i] = [Generation(c.text, c.num_tokens, c.truncated) for c in samples]

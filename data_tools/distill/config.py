@@ -59,6 +59,11 @@ class TeacherConfig:
     request_timeout: float = field(default=600.0, metadata={"help": "openai: seconds per request."})
     device: str = field(default="auto", metadata={"help": "hf: auto, cpu or cuda[:N]."})
     batch_size: int = field(default=16, metadata={"help": "hf: prompts per generate call (each with n samples)."})
+    speculative: bool = field(
+        default=False,
+        metadata={"help": "hf: decode with the teacher's own MTP module as drafter (same samples' distribution, "
+                  "fewer main-model steps; posttrain.model.speculative)."},
+    )
     vllm_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "vllm: extra `vllm.LLM` arguments."})
 
     def __post_init__(self) -> None:
