@@ -177,6 +177,8 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
     >>> from_mapping(DedupeSpec, {"shingle": 3}, "dedupe").shingle
     3
     """
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping of options, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -185,7 +187,7 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
         raise ValueError(f"{where}: unknown option(s) {unknown}; valid options: {sorted(names)}")
     try:
         return cls(**data)
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
 
 

@@ -149,6 +149,20 @@ def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str) -
     return str(path)
 
 
+def train(trainer: Trainer, model_args: ModelArguments) -> None:
+    """Add the MoE callback and train, resuming from the newest complete checkpoint when asked."""
+    attach(trainer, model_args)
+    args = trainer.args
+    trainer.train(resume_from_checkpoint=resolve_resume(args.resume_from_checkpoint, args.output_dir))
+
+
+def finish(trainer: Trainer, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Save `output_dir/final` atomically, say where, and close the trainer's trackers and process group."""
+    final = save_final(trainer, tokenizer, trainer.args.output_dir)
+    trainer.accelerator.print(f"Saved {final}")
+    trainer.end()
+
+
 def save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, output_dir: str) -> Path | None:
     """Write the trained model (LoRA merged) to `output_dir/final` atomically, from the main process only."""
     trainer.accelerator.wait_for_everyone()

@@ -21,11 +21,10 @@ from data_tools import load_prompts
 from posttrain.training import (
     ModelArguments,
     RewardFailuresCallback,
-    attach,
     build_model_and_tokenizer,
+    finish,
     peft_config,
-    resolve_resume,
-    save_final,
+    train,
 )
 
 
@@ -76,11 +75,8 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         peft_config=peft_config(model_args),
         callbacks=[RewardFailuresCallback(reward_funcs)],
     )
-    attach(trainer, model_args)
-    trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
-    final = save_final(trainer, tokenizer, training_args.output_dir)
-    trainer.accelerator.print(f"Saved {final}")
-    trainer.end()
+    train(trainer, model_args)
+    finish(trainer, tokenizer)
 
 
 if __name__ == "__main__":

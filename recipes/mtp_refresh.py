@@ -35,13 +35,7 @@ from trl import SFTConfig, SFTTrainer, TrlParser
 from data_tools import load_prompts, read_source
 from posttrain.model.acceptance import acceptance_on_rows
 from posttrain.model.speculative import mtp_layers
-from posttrain.training import (
-    ModelArguments,
-    attach,
-    build_model_and_tokenizer,
-    resolve_resume,
-    save_final,
-)
+from posttrain.training import ModelArguments, build_model_and_tokenizer, finish, train
 
 SAMPLES_FILE = "samples.jsonl"
 
@@ -154,17 +148,14 @@ def main(script_args: MTPRefreshArguments, training_args: SFTConfig, model_args:
         train_dataset=Dataset.from_list(train_rows),
         processing_class=tokenizer,
     )
-    attach(trainer, model_args)
     trainer.accelerator.print(f"MTP refresh: {trainable:,} trainable parameters (MTP only), {len(train_rows)} samples")
-    trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
+    train(trainer, model_args)
     after = measure(trainer.accelerator.unwrap_model(trainer.model), tokenizer, held_out) if held_out else float("nan")
     if trainer.accelerator.is_main_process:
         report = {"acceptance_before": before, "acceptance_after": after, "held_out": len(held_out)}
         (Path(training_args.output_dir) / "mtp_acceptance.json").write_text(json.dumps(report, indent=2) + "\n")
         trainer.accelerator.print(f"MTP acceptance on held-out policy samples: {before:.4f} -> {after:.4f}")
-    final = save_final(trainer, tokenizer, training_args.output_dir)
-    trainer.accelerator.print(f"Saved {final}")
-    trainer.end()
+    finish(trainer, tokenizer)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,10 @@ from trl import SFTConfig, SFTTrainer, TrlParser
 from data_tools import load_sft_dataset
 from posttrain.training import (
     ModelArguments,
-    attach,
     build_model_and_tokenizer,
+    finish,
     peft_config,
-    resolve_resume,
-    save_final,
+    train,
     training_columns,
 )
 
@@ -60,11 +59,8 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         processing_class=tokenizer,
         peft_config=peft_config(model_args),
     )
-    attach(trainer, model_args)
-    trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
-    final = save_final(trainer, tokenizer, training_args.output_dir)
-    trainer.accelerator.print(f"Saved {final}")
-    trainer.end()
+    train(trainer, model_args)
+    finish(trainer, tokenizer)
 
 
 if __name__ == "__main__":

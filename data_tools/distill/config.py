@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from data_tools.spec import from_mapping
+
 BACKENDS = ("hf", "openai", "vllm")
 POLICIES = ("shortest", "all")
 SFT_PROMPTS = ("teacher", "original")
@@ -196,21 +198,6 @@ class DistillConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping of options, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown option(s) {unknown}; valid options: {sorted(names)}")
-    try:
-        return cls(**data)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: {exc}") from None
-
-
 def parse_config(data: Any, where: str = "distill config") -> DistillConfig:
     """A validated `DistillConfig` from a parsed mapping; `where` (the file) prefixes every error."""
     if not isinstance(data, dict):
@@ -227,8 +214,8 @@ def parse_config(data: Any, where: str = "distill config") -> DistillConfig:
     for name, cls in (("teacher", TeacherConfig), ("sampling", SamplingConfig), ("verify", VerifyConfig),
                       ("selection", SelectionConfig)):
         if name in data:
-            data[name] = _build(cls, data[name], f"{where}: {name}")
-    return _build(DistillConfig, data, where)
+            data[name] = from_mapping(cls, data[name], f"{where}: {name}")
+    return from_mapping(DistillConfig, data, where)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
