@@ -90,6 +90,8 @@ def stage_dir(config: PipelineConfig, stage: Stage) -> Path:
 
 
 def _fill(value: Any, config: PipelineConfig) -> Any:
+    if isinstance(value, list):
+        return [_fill(v, config) for v in value]
     if not isinstance(value, str):
         return value
     names = {"output_dir": config.output_dir}

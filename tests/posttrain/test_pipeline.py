@@ -56,6 +56,9 @@ def test_stage_command_fills_in_earlier_stages_and_resumes(pipeline_yaml: Path):
     cmd = stage_command(config, config.stages[1])
     assert cmd[cmd.index("--model_name_or_path") + 1] == f"{config.output_dir}/sft/final"
     assert cmd[cmd.index("--resume_from_checkpoint") + 1] == "true"
+    config.stages[1].args["extra"] = ["data={output_dir}/x", "{sft}"]
+    cmd = stage_command(config, config.stages[1])
+    assert cmd[cmd.index("--extra") + 1 :][:2] == [f"data={config.output_dir}/x", f"{config.output_dir}/sft/final"]
     assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
 
 
