@@ -13,6 +13,7 @@ checkpoint; `from_stage` reruns from one stage on.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -112,13 +113,14 @@ def stage_command(config: PipelineConfig, stage: Stage) -> list[str]:
             *flat]
 
 
-def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=print) -> dict[str, dict[str, float]]:
+def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=None) -> dict[str, dict[str, float]]:
     """Run every stage not yet complete (all from `from_stage` on), evaluate each, write the table and plot.
 
     Returns {stage: {benchmark: pass@1}}.
     """
     import eval as evaluation
 
+    log = log or functools.partial(print, flush=True)  # stages write to the same stdout: keep the order
     names = [s.name for s in config.stages]
     if from_stage is not None and from_stage not in names:
         raise ValueError(f"--from {from_stage!r}: not a stage of this pipeline ({', '.join(names)})")
