@@ -11,20 +11,7 @@ from posttrain.cli import main
 from posttrain.model import load_model
 from posttrain.model.acceptance import draft_checks, mtp_acceptance
 from posttrain.model.speculative import speculative_generate
-
-
-def copy_mtp(model):
-    """Make the MTP block pass h_i through (eq. 21 picks the state half, the block adds nothing): its depth-1 draft
-    is then the main model's own greedy token at i, so drafts are accepted exactly where greedy repeats a token."""
-    layer = model.model.layers[model.config.num_hidden_layers]
-    D = model.config.hidden_size
-    with torch.no_grad():
-        layer.eh_proj.weight.zero_()
-        layer.eh_proj.weight[:, D:] = torch.eye(D)
-        layer.self_attn.o_proj.weight.zero_()
-        for p in layer.mlp.parameters():
-            p.zero_()
-    return model
+from tests.posttrain.mtp_helpers import copy_mtp
 
 
 @pytest.fixture(scope="module")

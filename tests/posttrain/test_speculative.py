@@ -14,20 +14,8 @@ from posttrain.model.speculative import (
     accept_drafts,
     speculative_generate,
 )
+from tests.posttrain.mtp_helpers import copy_mtp
 
-
-def copy_mtp(model):
-    """MTP block passing h_i through (as in test_mtp_acceptance.py): drafts = the main model's greedy token at i,
-    accepted where greedy repeats a token."""
-    layer = model.model.layers[model.config.num_hidden_layers]
-    D = model.config.hidden_size
-    with torch.no_grad():
-        layer.eh_proj.weight.zero_()
-        layer.eh_proj.weight[:, D:] = torch.eye(D)
-        layer.self_attn.o_proj.weight.zero_()
-        for p in layer.mlp.parameters():
-            p.zero_()
-    return model
 
 PROMPTS = [[1, 5, 6, 7, 8, 9, 10], [1, 50, 60], [1, 300, 301, 302, 303], [1, 77], [1, 400, 401, 9, 9, 9, 9, 9]]
 
