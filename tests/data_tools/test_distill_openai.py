@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -29,12 +30,14 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tiny_checkpoint: Path) -> Iterator[tuple[str, str]]:
     """(base_url, model) of `transformers serve` on the tiny checkpoint; the server is killed at the end."""
-    if shutil.which("transformers") is None:
-        pytest.skip("the `transformers` CLI is not installed (pip install 'transformers[serving]')")
+    # The CLI sits next to this interpreter (the venv's bin/), which need not be on PATH (make test calls
+    # .venv/bin/python directly); the dev extra installs transformers[serving], so a missing CLI is a failure.
+    cli = shutil.which("transformers", path=str(Path(sys.executable).parent)) or shutil.which("transformers")
+    assert cli, "the `transformers` CLI is not installed (pip install 'transformers[serving]')"
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
-        ["transformers", "serve", str(tiny_checkpoint), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+        [cli, "serve", str(tiny_checkpoint), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )
     try:
