@@ -226,11 +226,15 @@ def load_spec(path: str | Path) -> MixSpec:
     >>> load_spec("recipes/configs/tiny/mix.yaml").sources[0].builtin
     'arithmetic'
     """
+    return parse_spec(read_yaml(path, "mix spec"), str(path))
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A YAML file's content; a missing file or bad YAML is a ValueError naming `what` and the path."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"mix spec {path}: no such file")
+        raise ValueError(f"{what} {path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"mix spec {path}: not valid YAML: {exc}") from None
-    return parse_spec(data, str(path))
+        raise ValueError(f"{what} {path}: not valid YAML: {exc}") from None

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from data_tools.spec import from_mapping
+from data_tools.spec import from_mapping, read_yaml
 
 BACKENDS = ("hf", "openai", "vllm")
 POLICIES = ("shortest", "all")
@@ -246,13 +246,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
         data, where = source, "distill config"
     else:
         path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"distill config {path}: no such file")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"distill config {path}: not valid YAML: {exc}") from None
-        where = str(path)
+        data, where = read_yaml(path, "distill config"), str(path)
         if isinstance(data, dict) and isinstance(data.get("generation"), dict):
             data, where = data["generation"], f"{path}: generation"
     return parse_config(apply_overrides(data or {}, overrides or []), where)
