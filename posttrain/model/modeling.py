@@ -41,6 +41,43 @@ class DeepseekV3MTPOutput(MoeCausalLMOutputWithPast):
     mtp_loss: torch.FloatTensor | None = None
 
 
+def packed_rows_mask_is_redundant(
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    past_key_values: Cache | None,
+    use_cache: bool | None,
+) -> bool:
+    """True for a right-padding 2D mask over rows whose `position_ids` restart (packed sequences), without a cache.
+
+    transformers builds the per-row block-diagonal mask from `position_ids` only when no 2D mask is given; with one,
+    packed sequences would attend to each other. Dropping a right-padding mask loses nothing: causal attention keeps
+    every real token off the padding after it (padding positions are not scored).
+
+    >>> pos = torch.tensor([[0, 1, 0, 1, 0]])
+    >>> packed_rows_mask_is_redundant(torch.tensor([[1, 1, 1, 1, 0]]), pos, None, False)
+    True
+    >>> packed_rows_mask_is_redundant(torch.tensor([[0, 1, 1, 1, 1]]), pos, None, False)  # left padding: keep
+    False
+    """
+    if attention_mask is None or attention_mask.dim() != 2 or position_ids is None:
+        return False
+    if past_key_values is not None or use_cache is not False:  # with a cache transformers ignores packing anyway
+        return False
+    mask = attention_mask.bool()
+    right_padded = bool((mask.int().cummin(dim=-1).values.bool() == mask).all())
+    pos = position_ids.expand_as(mask)
+    restarts = bool(((pos[:, 1:] <= pos[:, :-1]) & mask[:, 1:]).any())
+    return right_padded and restarts
+
+
+def _drop_redundant_packed_mask(module, args, kwargs):
+    """Backbone pre-hook (TRL's fused forward skips ours): let transformers separate packed rows' sequences."""
+    keys = ("attention_mask", "position_ids", "past_key_values", "use_cache")
+    if packed_rows_mask_is_redundant(*(kwargs.get(k) for k in keys)):
+        return args, {**kwargs, "attention_mask": None}
+    return None
+
+
 class _AddLossGrad(torch.autograd.Function):
     """Identity on `hidden`; the backward also gives `loss` the gradient `scale` (DeepSeek-V2's AddAuxiliaryLoss)."""
 
@@ -80,6 +117,7 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         self._extras: dict[str, torch.Tensor] = {}
         self.register_forward_pre_hook(self._remember_labels, with_kwargs=True)
         self.model.register_forward_pre_hook(self._start_router_capture)
+        self.model.register_forward_pre_hook(_drop_redundant_packed_mask, with_kwargs=True)
         self.model.register_forward_hook(self._add_training_losses, with_kwargs=True)
         for layer in self.model.layers[config.first_k_dense_replace : n]:
             if isinstance(layer.mlp, DeepseekV3MoE):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -60,6 +61,18 @@ def test_stage_command_fills_in_earlier_stages_and_resumes(pipeline_yaml: Path):
     cmd = stage_command(config, config.stages[1])
     assert cmd[cmd.index("--extra") + 1 :][:2] == [f"data={config.output_dir}/x", f"{config.output_dir}/sft/final"]
     assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+
+
+def test_stages_get_the_cores_not_one_thread(pipeline_yaml: Path, monkeypatch: pytest.MonkeyPatch):
+    """`accelerate launch` would set OMP_NUM_THREADS=1 for a single CPU process."""
+    config = load_pipeline_config(pipeline_yaml)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cmd = stage_command(config, config.stages[0])
+    cores = len(os.sched_getaffinity(0))
+    assert cmd[cmd.index("--num_cpu_threads_per_process") + 1] == str(max(1, cores // config.stages[0].num_processes))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    cmd = stage_command(config, config.stages[0])
+    assert cmd[cmd.index("--num_cpu_threads_per_process") + 1] == "3"
 
 
 def test_pipeline_runs_stages_then_skips_them_then_reruns_from_one(pipeline_yaml: Path):
