@@ -31,12 +31,14 @@ def main() -> None:
     args, extra = parser.parse_known_args()  # anything else goes to the recipe, e.g. --learning_rate 1e-4
 
     import eval as evaluation
+    from posttrain.pipeline import cpu_threads_per_process
 
     out = Path(args.output)
     run = out / "grpo"
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--mixed_precision", "no",
+         "--num_cpu_threads_per_process", str(cpu_threads_per_process(1)),
          str(REPO / "recipes/grpo.py"), "--config", args.config, "--model_name_or_path", args.sft,
          "--output_dir", str(run), "--max_steps", str(args.max_steps), "--save_steps", str(args.save_steps),
          "--save_total_limit", "100", "--disable_tqdm", "true", *extra],
