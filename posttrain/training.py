@@ -50,6 +50,11 @@ class ModelArguments:
     log_expert_loads: bool = field(
         default=False, metadata={"help": "Log every layer's per-expert load (layers x experts scalars)."}
     )
+    speculative_generation: bool = field(
+        default=False,
+        metadata={"help": "Decode with the MTP module's drafts in `model.generate` (GRPO rollouts without vLLM): "
+                  "same tokens greedy, same distribution sampled; `mtp/acceptance` is logged."},
+    )
     use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -79,6 +84,7 @@ def build_model_and_tokenizer(args: ModelArguments):
         overrides["mtp_loss_weight"] = args.mtp_loss_weight
     tokenizer = load_tokenizer(args.model_name_or_path)
     model = load_model(args.model_name_or_path, dtype=getattr(torch, args.dtype), **overrides)
+    model.speculative_generation = args.speculative_generation
     # Random init from a preset: the special tokens must match the offline tokenizer's.
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
         if getattr(model.config, name) is None or args.model_name_or_path in PRESETS:

@@ -9,6 +9,7 @@ router statistics; at each log it merges, averaged over the steps since the prev
     router/load/layer_{l}/expert_{e}  load / mean load, only with `log_expert_loads=True` (L x E scalars)
     mtp_loss                        mean over depths of the MTP cross-entropy (before lambda), when MTP trains
     seq_balance_loss                sum over layers of the sequence-wise balance loss (before alpha), when alpha > 0
+    mtp/acceptance                  drafts accepted / made by `generate` with `speculative_generation` (rollouts)
 
 `Trainer.log` appends a copy of the logs to `state.log_history` before callbacks run and reporting callbacks
 (TensorBoard, ...) run before callbacks passed by the user, so the metrics are added to both `logs` and the last
@@ -24,6 +25,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from posttrain.model.balance import update_bias
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM
 from posttrain.model.router_stats import RouterLoads, max_violation
+from posttrain.model.speculative import SpeculativeStats
 
 _LOSSES = ("mtp_loss", "seq_balance_loss")
 
@@ -91,6 +93,10 @@ class MoETrainingCallback(TrainerCallback):
             total, count = self._losses[2 * i], self._losses[2 * i + 1]
             if count > 0:
                 out[name] = (total / count).item()
+        drafts = self.core.speculative_stats if self.core is not None else None
+        if drafts is not None and drafts.drafts:  # rollouts since the last log
+            out["mtp/acceptance"] = drafts.acceptance
+            self.core.speculative_stats = SpeculativeStats()
         self._reset()
         return out
 

@@ -19,9 +19,11 @@ to CE + extras over an accumulated step (times the world size under DDP, like Tr
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
+from transformers import GenerationConfig
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast
 from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config
@@ -29,6 +31,7 @@ from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3ForCa
 
 from posttrain.model.balance import batch_balance_loss
 from posttrain.model.mtp import MtpLayer, mtp_loss
+from posttrain.model.speculative import SpeculativeStats, speculative_generate
 
 MTP_LOSS_WEIGHT = 0.1  # lambda: the report uses 0.3 for the first 10T tokens, 0.1 for the rest
 SEQ_BALANCE_ALPHA = 0.0  # alpha: "extremely small" in the report (0.0001); off by default
@@ -111,6 +114,8 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         n = config.num_hidden_layers
         self.model.layers.extend(MtpLayer(config, n + k) for k in range(config.num_nextn_predict_layers or 0))
         self.aux_grad_scale = 1.0
+        self.speculative_generation = False  # True: `generate` drafts with MTP where it can (see `generate`)
+        self.speculative_stats = SpeculativeStats()
         self.loss_sums: dict[str, torch.Tensor] = {}  # name -> (sum, count) over training forwards, for logging
         self._labels: torch.Tensor | None = None
         self._router_outputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -211,6 +216,42 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
             attentions=out.attentions,
             router_logits=out.router_logits,
         )
+
+    def generate(self, inputs: torch.Tensor | None = None, generation_config: GenerationConfig | None = None,
+                 **kwargs):
+        """transformers' `generate`, or MTP self-speculative decoding when `speculative_generation` is set and the
+        call is one it covers: `input_ids` + `attention_mask`, greedy or temperature / top-p sampling, one
+        sequence per prompt, no cache or extra logits processing (how TRL's GRPOTrainer samples its rollouts).
+        Greedy output is the same tokens, sampled output the same distribution; acceptance counts accumulate in
+        `speculative_stats`. Any other call goes to transformers unchanged.
+        """
+        plan = self._speculative_plan(inputs, generation_config, kwargs) if self.speculative_generation else None
+        if plan is None:
+            return super().generate(inputs, generation_config=generation_config, **kwargs)
+        out, stats = speculative_generate(self, **plan)
+        self.speculative_stats.add(stats)
+        return out
+
+    def _speculative_plan(self, inputs, generation_config, kwargs) -> dict | None:
+        """`speculative_generate`'s arguments for a `generate` call it reproduces exactly, else None."""
+        ids = kwargs.get("input_ids", inputs)
+        mask = kwargs.get("attention_mask")
+        if ids is None or mask is None or self.config.num_nextn_predict_layers in (None, 0):
+            return None
+        extra = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask")}
+        config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
+        unknown = config.update(**extra)
+        sampled = bool(config.do_sample)
+        plain = ((config.num_beams or 1) == 1 and (config.num_return_sequences or 1) == 1 and config.max_new_tokens is not None
+                 and config.repetition_penalty in (None, 1.0) and not config.no_repeat_ngram_size
+                 and config.bad_words_ids is None and config.suppress_tokens is None
+                 and not (sampled and (config.top_k or config.min_p is not None)))
+        if unknown or not plain or config.eos_token_id is None:
+            return None
+        eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+        return dict(input_ids=ids, attention_mask=mask, max_new_tokens=config.max_new_tokens, eos_token_id=eos,
+                    pad_token_id=config.pad_token_id, temperature=(config.temperature or 1.0) if sampled else 0.0,
+                    top_p=config.top_p if sampled and config.top_p is not None else 1.0)
 
     def pop_loss_sums(self) -> dict[str, torch.Tensor]:
         """(sum, count) of each extra loss over training forwards since the last call; resets."""

@@ -51,6 +51,24 @@ def test_greedy_is_token_for_token_generate(drafter):
     assert stats.drafts > 0 and (stats.accepted == 0) == (drafter == "random")
 
 
+def test_model_generate_drafts_with_mtp_when_switched_on():
+    """`model.generate` as TRL's GRPOTrainer calls it: same greedy tokens, drafts counted; other calls untouched."""
+    torch.manual_seed(0)
+    model = load_model("tiny").eval()
+    copy_mtp(model)
+    ids, attn = left_pad(PROMPTS)
+    ref = plain(model, ids, attn, 30, do_sample=False)
+    model.speculative_generation = True
+    assert plain(model, ids, attn, 30, do_sample=False).tolist() == ref.tolist()
+    assert model.speculative_stats.accepted > 0
+    drafts = model.speculative_stats.drafts
+    plain(model, ids, attn, 30, do_sample=True, top_k=5)  # top-k: not covered, transformers' own generate
+    plain(model, ids, attn, 30, do_sample=False, num_beams=2)
+    assert model.speculative_stats.drafts == drafts
+    sampled = plain(model, ids, attn, 30, do_sample=True, temperature=0.7, top_p=0.9, top_k=0)
+    assert sampled.shape[0] == len(PROMPTS) and model.speculative_stats.drafts > drafts
+
+
 def test_eval_generate_option_matches_plain(tiny_checkpoint):
     from eval.generate import load_checkpoint
 

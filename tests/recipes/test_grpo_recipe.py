@@ -45,7 +45,7 @@ def grpo_run(tiny_checkpoint: Path, plugin_dir: Path, tmp_path_factory: pytest.T
     out = tmp_path_factory.mktemp("grpo-run")
     launch("grpo", *grpo_args(tiny_checkpoint, out, "--max_steps", "2", "--reward_funcs", "math", "format",
                               "my_rewards:short_bonus", f"{plugin_dir}/my_rewards.py:flaky",
-                              "--reward_weights", "1", "0.1", "0.1", "1"),
+                              "--reward_weights", "1", "0.1", "0.1", "1", "--speculative_generation", "true"),
            env={"PYTHONPATH": str(plugin_dir)})
     return out
 
@@ -57,6 +57,7 @@ def test_two_process_grpo_logs_every_reward_and_router_metrics(grpo_run: Path):
     for name in ("math", "format", "short_bonus", "flaky"):
         assert f"rewards/{name}/mean" in logs[-1]
     assert "router/maxvio" in logs[-1]
+    assert 0 <= logs[-1]["mtp/acceptance"] <= 1  # rollouts drafted with the MTP module
 
 
 def test_a_reward_that_raises_is_counted_and_training_continues(grpo_run: Path):
