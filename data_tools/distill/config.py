@@ -28,7 +28,7 @@ import yaml
 from data_tools.spec import from_mapping, read_yaml
 
 BACKENDS = ("hf", "openai", "vllm")
-POLICIES = ("shortest", "all")
+POLICIES = ("shortest", "all", "majority")
 SFT_PROMPTS = ("teacher", "original")
 
 # R1-style instruction: reason inside <think> </think>, then answer. Our own wording.
@@ -124,8 +124,9 @@ class VerifyConfig:
 class SelectionConfig:
     """Rejection sampling over the verified samples of each prompt, after the readability filters."""
 
-    policy: str = field(default="shortest", metadata={"help": f"One of {POLICIES}: the shortest correct sample, or "
-                                                               "all correct ones up to k."})
+    policy: str = field(default="shortest", metadata={"help": f"One of {POLICIES}: the shortest correct sample, "
+                                                               "all correct ones up to k, or the most frequent "
+                                                               "correct completion (ties: lowest sample index)."})
     k: int = field(default=4, metadata={"help": "policy all: most samples kept per prompt."})
     dedupe: bool = field(default=True, metadata={"help": "Keep one of identical completions of a prompt."})
     max_tokens: int | None = field(default=None, metadata={"help": "Length cap (completion tokens); null: none."})

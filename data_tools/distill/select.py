@@ -9,6 +9,7 @@ picks it among its prompt's survivors: the shortest one, or all of them up to `k
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -167,15 +168,22 @@ def choose(candidates: list[dict[str, Any]], config: SelectionConfig) -> list[di
     """The samples of one prompt the policy keeps, from its verified and readable ones (each with `assistant`).
 
     `shortest`: the one with the fewest tokens (characters when the backend gave no count; then the lowest
-    sample index). `all`: all of them in sample order, up to `k`. With `dedupe`, identical texts count once.
+    sample index). `all`: all of them in sample order, up to `k`. `majority`: the completion the teacher gave
+    most often among the correct ones (an answer can verify while its working is wrong; the modal trace rarely is).
+    With `dedupe`, identical texts count once.
 
     >>> rows = [{"sample_index": i, "assistant": t, "num_tokens": len(t)} for i, t in enumerate(["ccc", "a", "a"])]
     >>> [r["sample_index"] for r in choose(rows, SelectionConfig(policy="all"))]
     [0, 1]
     >>> [r["sample_index"] for r in choose(rows, SelectionConfig(policy="shortest"))]
     [1]
+    >>> [r["sample_index"] for r in choose(rows, SelectionConfig(policy="majority"))]
+    [1]
     """
     ordered = sorted(candidates, key=lambda r: r["sample_index"])
+    if config.policy == "majority":
+        counts = Counter(r["assistant"] for r in ordered)
+        return [max(ordered, key=lambda r: (counts[r["assistant"]], -r["sample_index"]))] if ordered else []
     if config.dedupe:
         seen: set[str] = set()
         unique = []

@@ -111,6 +111,9 @@ def test_readability_filters_and_policies() -> None:
             enumerate([("a", 9), ("b", 3), ("c", 3), ("d", 1), ("e", 5)])]
     assert [r["sample_index"] for r in choose(rows, SelectionConfig(policy="shortest"))] == [3]
     assert [r["sample_index"] for r in choose(rows, SelectionConfig(policy="all", k=3))] == [0, 1, 2]
+    votes = [{"sample_index": i, "assistant": t} for i, t in enumerate(["x", "y", "z", "y", "x", "y"])]
+    assert [r["sample_index"] for r in choose(votes, SelectionConfig(policy="majority"))] == [1]
+    assert choose([], SelectionConfig(policy="majority")) == []
 
 
 def test_run_verifies_selects_and_writes_mix_readable_rows(tmp_path: Path) -> None:
