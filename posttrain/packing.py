@@ -15,13 +15,12 @@ from typing import Any
 
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3", "flex_attention")
-
 
 def needs_row_packing(model: Any) -> bool:
-    """True when the model's attention would run a padding-free batch as one long dense-masked row."""
+    """True when the model's attention would run a padding-free batch as one long dense-masked row (anything but
+    flash-attention kernels, which take the sequence boundaries, and flex attention, whose block mask is sparse)."""
     impl = getattr(model.config, "_attn_implementation", None) or "sdpa"
-    return impl not in VARLEN_ATTENTION and "flash" not in impl
+    return impl != "flex_attention" and "flash" not in impl
 
 
 class RowPackedCollator(DataCollatorForLanguageModeling):

@@ -242,7 +242,8 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
         unknown = config.update(**extra)
         sampled = bool(config.do_sample)
-        plain = ((config.num_beams or 1) == 1 and (config.num_return_sequences or 1) == 1 and config.max_new_tokens is not None
+        plain = ((config.num_beams or 1) == 1 and (config.num_return_sequences or 1) == 1
+                 and config.max_new_tokens is not None
                  and config.repetition_penalty in (None, 1.0) and not config.no_repeat_ngram_size
                  and config.bad_words_ids is None and config.suppress_tokens is None
                  and not (sampled and (config.top_k or config.min_p is not None)))
