@@ -36,7 +36,8 @@ Only the depth-1 module drafts (one draft token per step, also when the model ha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -88,6 +89,7 @@ def mtp_forward(
     attention_mask: torch.Tensor | None,
     cache: DynamicCache | None = None,
     keep: torch.Tensor | None = None,
+    shared: tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One MTP depth, eqs. (21)-(23): (B, T, D) states and (B, T) ids of the next tokens -> (states, (B, T, V) logits).
 
@@ -96,27 +98,32 @@ def mtp_forward(
     the layer appends its keys there (at its own layer index) and attends to the cached ones. With `keep` (B,) only
     that slot of each row goes on past attention (MoE/MLP and head; states and logits (B, 1, .)): drafting needs
     the keys of every new slot but the output of one, and on a CPU the routed experts of the others cost as much
-    as the rest of the block. This is `DeepseekV3DecoderLayer.forward` split after attention.
+    as the rest of the block. This is `DeepseekV3DecoderLayer.forward` split after attention. `shared` is the
+    (4-D mask, rotary (cos, sin)) pair the main model just built for the same slots, to reuse instead of rebuilding.
     """
     backbone = model.model
     x = layer.project(backbone.embed_tokens(next_ids), hidden)
-    idx = layer.self_attn.layer_idx
-    seen = cache is not None and len(cache.layers) > idx and cache.get_seq_length(idx) > 0
-    mask = create_causal_mask(
-        config=model.config,
-        inputs_embeds=x,
-        attention_mask=attention_mask,
-        past_key_values=cache if seen else None,
-        position_ids=position_ids,
-        layer_idx=idx if seen else None,
-    )
+    if shared is not None:
+        mask, rotary = shared
+    else:
+        idx = layer.self_attn.layer_idx
+        seen = cache is not None and len(cache.layers) > idx and cache.get_seq_length(idx) > 0
+        mask = create_causal_mask(
+            config=model.config,
+            inputs_embeds=x,
+            attention_mask=attention_mask,
+            past_key_values=cache if seen else None,
+            position_ids=position_ids,
+            layer_idx=idx if seen else None,
+        )
+        rotary = backbone.rotary_emb(x, position_ids)
     attn_out, _ = layer.self_attn(
         hidden_states=layer.input_layernorm(x),
         attention_mask=mask,
         position_ids=position_ids,
         past_key_values=cache,
         use_cache=cache is not None,
-        position_embeddings=backbone.rotary_emb(x, position_ids),
+        position_embeddings=rotary,
     )
     out = x + attn_out
     if keep is not None:
@@ -169,6 +176,21 @@ def _pick(probs_or_logits: torch.Tensor, sampled: bool, generator: torch.Generat
     return probs_or_logits.argmax(dim=-1)
 
 
+@contextmanager
+def _main_layer_inputs(model: nn.Module) -> Iterator[dict]:
+    """A dict that holds the 4-D mask and rotary (cos, sin) the main model's first layer got in its latest forward."""
+    seen: dict = {}
+
+    def grab(module, args, kwargs):
+        seen["mask"], seen["rotary"] = kwargs.get("attention_mask"), kwargs.get("position_embeddings")
+
+    handle = model.model.layers[0].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
 @torch.inference_mode()
 def speculative_generate(
     model: nn.Module,
@@ -202,63 +224,70 @@ def speculative_generate(
     stats = SpeculativeStats()
     rows = torch.arange(B, device=device)
 
-    # Prefill: the main model over the prompts, the first token, then MTP over the same slots -> first drafts.
-    attn = attention_mask.to(device=device, dtype=torch.long)
-    positions = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 1)
-    cache, mtp_cache = DynamicCache(config=model.config), DynamicCache()
-    hidden = model.model(input_ids=input_ids, attention_mask=attn, position_ids=positions, past_key_values=cache,
-                         use_cache=True).last_hidden_state
-    first = _pick(probs(model.lm_head(hidden[:, -1:]).squeeze(1)), sampled, generator)
-    next_ids = torch.cat([input_ids[:, 1:], first[:, None]], dim=1)
-    _, draft_logits = mtp_forward(model, mtp, hidden, next_ids, positions, attn, mtp_cache,
-                                  keep=torch.full((B,), W - 1, device=device))
-    q = probs(draft_logits[:, 0])
-    draft = _pick(q, sampled, generator)
-
-    generated = [[t] for t in first.tolist()]
-    done = torch.isin(first, stop)
-    stats.tokens += B
-    pending = first
-    n_real = attn.sum(dim=1)  # real slots in the cache per row: the position id of `pending`
-    done |= max_new_tokens <= 1
-    while not done.all():
-        active = ~done
-        step_ids = torch.stack([pending, draft], dim=1)  # (B, 2)
-        step_pos = n_real[:, None] + torch.arange(2, device=device)
-        attn = torch.cat([attn, torch.ones(B, 2, dtype=attn.dtype, device=device)], dim=1)
-        hidden = model.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, past_key_values=cache,
-                             use_cache=True).last_hidden_state  # (B, 2, D)
-        p = probs(model.lm_head(hidden))  # (B, 2, V)
-        accepted, fix = accept_drafts(draft, q if sampled else None, p[:, 0], generator)
-        bonus = _pick(p[:, 1], sampled, generator)
-        committed = torch.where(accepted, draft, fix)  # the token after `pending`
-        pending = torch.where(accepted, bonus, fix)
-
-        c_list, b_list, a_list, stop_set = committed.tolist(), bonus.tolist(), accepted.tolist(), set(stop.tolist())
-        for r in rows[active].tolist():  # commit: one or two tokens, up to an end token or the length limit
-            for t in [c_list[r], b_list[r]] if a_list[r] else [c_list[r]]:
-                if len(generated[r]) < max_new_tokens:
-                    generated[r].append(t)
-                    if t in stop_set:
-                        break
-            if generated[r][-1] in stop_set or len(generated[r]) >= max_new_tokens:
-                done[r] = True
-        stats.steps += int(active.sum())
-        stats.drafts += int(active.sum())
-        stats.accepted += int((accepted & active).sum())
-
-        attn[:, -1] = accepted.long()  # a rejected draft's slot stays in the cache, masked out
-        mtp_ids = torch.stack([committed, bonus], dim=1)  # the token after each slot (garbage where rejected)
-        if not accepted.any():  # nobody kept the draft slot: drop it from both caches
-            cache.crop(-1)
-            attn, hidden, step_pos, mtp_ids = attn[:, :-1], hidden[:, :1], step_pos[:, :1], mtp_ids[:, :1]
-        n_real = n_real + 1 + accepted.long()
-        if done.all():
-            break
-        last = accepted.long() if mtp_ids.shape[1] == 2 else torch.zeros_like(accepted, dtype=torch.long)
-        _, draft_logits = mtp_forward(model, mtp, hidden, mtp_ids, step_pos, attn, mtp_cache, keep=last)
+    with _main_layer_inputs(model) as step:
+        # Prefill: the main model over the prompts, the first token, then MTP over the same slots -> first drafts.
+        attn = attention_mask.to(device=device, dtype=torch.long)
+        positions = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 1)
+        cache, mtp_cache = DynamicCache(config=model.config), DynamicCache()
+        hidden = model.model(input_ids=input_ids, attention_mask=attn, position_ids=positions, past_key_values=cache,
+                             use_cache=True).last_hidden_state
+        first = _pick(probs(model.lm_head(hidden[:, -1:]).squeeze(1)), sampled, generator)
+        next_ids = torch.cat([input_ids[:, 1:], first[:, None]], dim=1)
+        _, draft_logits = mtp_forward(model, mtp, hidden, next_ids, positions, attn, mtp_cache,
+                                      keep=torch.full((B,), W - 1, device=device))
         q = probs(draft_logits[:, 0])
         draft = _pick(q, sampled, generator)
+
+        generated = [[t] for t in first.tolist()]
+        done = torch.isin(first, stop)
+        stats.tokens += B
+        pending = first
+        n_real = attn.sum(dim=1)  # real slots in the cache per row: the position id of `pending`
+        done |= max_new_tokens <= 1
+        while not done.all():
+            active = ~done
+            step_ids = torch.stack([pending, draft], dim=1)  # (B, 2)
+            step_pos = n_real[:, None] + torch.arange(2, device=device)
+            attn = torch.cat([attn, torch.ones(B, 2, dtype=attn.dtype, device=device)], dim=1)
+            hidden = model.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, past_key_values=cache,
+                                 use_cache=True).last_hidden_state  # (B, 2, D)
+            p = probs(model.lm_head(hidden))  # (B, 2, V)
+            accepted, fix = accept_drafts(draft, q if sampled else None, p[:, 0], generator)
+            bonus = _pick(p[:, 1], sampled, generator)
+            committed = torch.where(accepted, draft, fix)  # the token after `pending`
+            pending = torch.where(accepted, bonus, fix)
+
+            c_list, b_list, a_list, stop_set = committed.tolist(), bonus.tolist(), accepted.tolist(), set(stop.tolist())
+            for r in rows[active].tolist():  # commit: one or two tokens, up to an end token or the length limit
+                for t in [c_list[r], b_list[r]] if a_list[r] else [c_list[r]]:
+                    if len(generated[r]) < max_new_tokens:
+                        generated[r].append(t)
+                        if t in stop_set:
+                            break
+                if generated[r][-1] in stop_set or len(generated[r]) >= max_new_tokens:
+                    done[r] = True
+            stats.steps += int(active.sum())
+            stats.drafts += int(active.sum())
+            stats.accepted += int((accepted & active).sum())
+
+            attn[:, -1] = accepted.long()  # a rejected draft's slot stays in the cache, masked out
+            mtp_ids = torch.stack([committed, bonus], dim=1)  # the token after each slot (garbage where rejected)
+            if not accepted.any():  # nobody kept the draft slot: drop it from both caches
+                cache.crop(-1)
+                attn, hidden, step_pos, mtp_ids = attn[:, :-1], hidden[:, :1], step_pos[:, :1], mtp_ids[:, :1]
+            n_real = n_real + 1 + accepted.long()
+            if done.all():
+                break
+            last = accepted.long() if mtp_ids.shape[1] == 2 else torch.zeros_like(accepted, dtype=torch.long)
+            shared = None
+            if step.get("mask") is not None:  # the main step's mask and rotary serve the same slots (cropped alike)
+                n = mtp_ids.shape[1]
+                mask = step["mask"] if n == 2 else step["mask"][:, :, :1, :-1]
+                shared = mask, tuple(t[:, :n] for t in step["rotary"])
+            _, draft_logits = mtp_forward(model, mtp, hidden, mtp_ids, step_pos, attn, mtp_cache, keep=last,
+                                          shared=shared)
+            q = probs(draft_logits[:, 0])
+            draft = _pick(q, sampled, generator)
 
     stats.tokens += sum(len(g) for g in generated) - B
     width = max(len(g) for g in generated)
