@@ -117,22 +117,28 @@ def _wrap(mode: str, slot_dir: str) -> list[str]:
     if mode == "bwrap":
         cmd = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
         cmd += ["--unshare-user"] if unprivileged else []
-        cmd += ["--ro-bind", "/", "/", "--tmpfs", "/tmp", "--bind", slot_dir, _BWRAP_WORKDIR, "--remount-ro", "/tmp"]
+        cmd += ["--ro-bind", "/", "/", "--tmpfs", "/tmp", *_python_kept_visible("/tmp")]
+        cmd += ["--bind", slot_dir, _BWRAP_WORKDIR, "--remount-ro", "/tmp"]
         home = os.path.expanduser("~")
         if home not in ("/", "") and os.path.isdir(home):
-            cmd += ["--perms", "0755", "--tmpfs", home]
-            for path in _python_paths_under(home):
-                # Directories bwrap creates on the way are 0700; the slot uid must traverse them.
-                for parent in reversed(Path(path).parents):
-                    if str(parent).startswith(home.rstrip("/") + "/"):
-                        cmd += ["--perms", "0755", "--dir", str(parent)]
-                cmd += ["--ro-bind", path, path]
-            cmd += ["--remount-ro", home]
+            cmd += ["--perms", "0755", "--tmpfs", home, *_python_kept_visible(home), "--remount-ro", home]
         return cmd + ["--dev", "/dev", "--proc", "/proc", "--clearenv", "--setenv", "LANG", "C.UTF-8"]
     if mode == "unshare":
         cmd = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--net", "--ipc", "--uts"]
         return cmd + (["--user", "--map-root-user"] if unprivileged else [])
     return []
+
+
+def _python_kept_visible(root: str) -> list[str]:
+    """bwrap arguments that put this interpreter's directories under `root` back after `root` became a tmpfs."""
+    cmd = []
+    for path in _python_paths_under(root):
+        # Directories bwrap creates on the way are 0700; the slot uid must traverse them.
+        for parent in reversed(Path(path).parents):
+            if str(parent).startswith(root.rstrip("/") + "/"):
+                cmd += ["--perms", "0755", "--dir", str(parent)]
+        cmd += ["--ro-bind", path, path]
+    return cmd
 
 
 def _python_paths_under(home: str) -> list[str]:

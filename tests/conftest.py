@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# The local GSM8K test split (the repo sits beside `shared/` on the dev machines); override with POSTTRAIN_GSM8K.
+GSM8K = Path(os.environ.get("POSTTRAIN_GSM8K", Path(__file__).resolve().parents[2] / "shared/data/gsm8k/test.jsonl"))
+needs_gsm8k = pytest.mark.skipif(not GSM8K.is_file(), reason=f"no local GSM8K test split at {GSM8K} "
+                                                            "(set POSTTRAIN_GSM8K)")
 
 # Tests run on a couple of shared cores with tiny tensors: intra-op threads only spin-wait against each other
 # there (a 3-4x slowdown measured on this machine), so one thread it is.

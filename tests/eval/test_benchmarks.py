@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,8 @@ from data_tools.generators import generate as generate_task
 
 from eval.benchmarks import DEFAULT_TEMPLATES, load_benchmark
 from eval.scoring import score
+from tests.conftest import GSM8K, needs_gsm8k
 
-# The local GSM8K test split; override with POSTTRAIN_GSM8K. The repo sits beside `shared/` on the dev machines.
-GSM8K = Path(os.environ.get("POSTTRAIN_GSM8K", Path(__file__).resolve().parents[3] / "shared/data/gsm8k/test.jsonl"))
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -36,7 +34,7 @@ def test_humaneval_wrong_solutions_score_0_percent() -> None:
     assert result.metrics["pass@1"] == 0.0
 
 
-@pytest.mark.skipif(not GSM8K.is_file(), reason=f"no local GSM8K test split at {GSM8K} (set POSTTRAIN_GSM8K)")
+@needs_gsm8k
 def test_gsm8k_gold_answers_score_100_percent() -> None:
     bench = load_benchmark(f"gsm8k:{GSM8K}")
     assert len(bench.rows) == 1319
@@ -45,7 +43,7 @@ def test_gsm8k_gold_answers_score_100_percent() -> None:
     assert result.metrics["maj@1"] == 1.0
 
 
-@pytest.mark.skipif(not GSM8K.is_file(), reason=f"no local GSM8K test split at {GSM8K} (set POSTTRAIN_GSM8K)")
+@needs_gsm8k
 def test_gsm8k_prompts_get_the_default_template_unless_overridden() -> None:
     question = json.loads(GSM8K.read_text().splitlines()[0])["question"]
     default = load_benchmark(f"gsm8k:{GSM8K}", limit=1).rows[0]["prompt"]
@@ -110,7 +108,7 @@ def test_builtin_benchmark_is_the_generators_heldout_split_with_prompts_unchange
     assert [(r["id"], r["prompt"]) for r in rows] == [(r["id"], r["prompt"]) for r in heldout]
 
 
-@pytest.mark.skipif(not GSM8K.is_file(), reason=f"no local GSM8K test split at {GSM8K} (set POSTTRAIN_GSM8K)")
+@needs_gsm8k
 def test_plain_gsm8k_reads_the_hub_test_split(monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
 

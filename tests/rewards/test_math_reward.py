@@ -11,8 +11,8 @@ import pytest
 
 from rewards.answer_extraction import final_answer, gold_answer
 from rewards.math_accuracy import MathReward, verify_answers
+from tests.conftest import GSM8K, needs_gsm8k
 
-GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "test.jsonl"
 
 
 @pytest.mark.parametrize(
@@ -82,6 +82,7 @@ def test_fast_paths_agree_with_math_verify():
     assert fast == [float(verify_answers(g, a)) for a, g in pairs] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
 
 
+@needs_gsm8k
 def test_all_gsm8k_gold_answers_verify_and_shifted_ones_do_not(math_reward):
     rows = [json.loads(line) for line in GSM8K.read_text().splitlines()]
     assert len(rows) == 1319
