@@ -108,6 +108,7 @@ trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=training_c
 trainer.train()
 rank = trainer.args.process_index
 json.dump(trainer.state.log_history, open(f"{sys.argv[1]}/log_{rank}.json", "w"))
+trainer.end()  # destroys the process group: exiting with gloo threads alive can abort a rank at teardown
 """
 
 
