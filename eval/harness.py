@@ -83,8 +83,8 @@ def evaluate(
     None means greedy for one sample and 0.6 for several; sampling is seeded with `seed` before each
     checkpoint x benchmark.
     `chat_template` None uses the tokenizer's chat template when it has one. `speculative` decodes with the
-    checkpoint's MTP module as drafter (hf backend; same tokens when greedy); its acceptance lands in the metrics. `results.json` is rewritten after
-    each checkpoint x benchmark, so a long run leaves partial results.
+    checkpoint's MTP module as drafter (hf backend; same tokens when greedy); its acceptance lands in the metrics.
+    `results.json` is rewritten after each checkpoint x benchmark, so a long run leaves partial results.
 
     Returns one `Result` per checkpoint x benchmark, checkpoint-major; e.g. held-out accuracy after a stage:
     ``evaluate(["runs/grpo"], ["gsm8k:test.jsonl"], limit=200)[0].metrics["pass@1"]``.

@@ -44,7 +44,7 @@ class RowPackedCollator(DataCollatorForLanguageModeling):
 def use_row_packing(trainer: Any) -> bool:
     """Give a padding-free `SFTTrainer` a (B, T) row collator where its attention kernel needs one; True if so.
 
-    Call it between `SFTTrainer(...)` and `trainer.train()`, as `recipes/sft.py` does.
+    Call it between `SFTTrainer(...)` and `trainer.train()`, as `posttrain.training.train` does for every recipe.
     """
     collator = trainer.data_collator
     model = trainer.accelerator.unwrap_model(trainer.model)

@@ -71,7 +71,8 @@ def load_pipeline_config(path: str | os.PathLike) -> PipelineConfig:
         try:
             stages.append(Stage(**item))
         except TypeError as exc:
-            raise ValueError(f"{path}: stages[{i}]: {exc} (keys: name, recipe, config, args, num_processes, evaluate)") from exc
+            keys = "name, recipe, config, args, num_processes, evaluate"
+            raise ValueError(f"{path}: stages[{i}]: {exc} (keys: {keys})") from exc
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: stage names must be unique, got {names}")

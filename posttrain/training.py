@@ -21,6 +21,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from posttrain.model import PRESETS, add_training_callbacks, load_model, save_model
+from posttrain.packing import use_row_packing
 from posttrain.tokenizer import build_tokenizer
 
 FINAL_DIR = "final"
@@ -156,8 +157,10 @@ def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str) -
 
 
 def train(trainer: Trainer, model_args: ModelArguments) -> None:
-    """Add the MoE callback and train, resuming from the newest complete checkpoint when asked."""
+    """Add the MoE callback, keep packed batches as rows where attention needs it (`posttrain.packing`), and train,
+    resuming from the newest complete checkpoint when asked."""
     attach(trainer, model_args)
+    use_row_packing(trainer)
     args = trainer.args
     trainer.train(resume_from_checkpoint=resolve_resume(args.resume_from_checkpoint, args.output_dir))
 

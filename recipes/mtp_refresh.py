@@ -33,7 +33,7 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer, TrlParser
 
 from data_tools import load_prompts, read_source
-from posttrain.model.acceptance import acceptance_on_rows
+from posttrain.model.acceptance import acceptance_on_rows, own_completions, tokenize_conversations
 from posttrain.model.speculative import mtp_layers
 from posttrain.training import ModelArguments, build_model_and_tokenizer, finish, train
 
@@ -77,21 +77,14 @@ def policy_samples(args: MTPRefreshArguments, model, tokenizer, seed: int) -> li
     if not args.regenerate:
         rows = read_source({"path": args.dataset_path, "domain": "unknown"})
         return [{"messages": m} for m in rows["messages"]]
-    from eval.generate import encode_prompts, generate
-
     prompts = load_prompts(args.dataset_path, tasks=args.tasks, n=args.num_prompts, seed=args.prompts_seed,
                            split="train")
     if args.dataset_path is not None:
         prompts = prompts.select(range(min(args.num_prompts, prompts.num_rows)))
-    prompts = prompts["prompt"]
-    was_training = model.training
-    model.eval()
-    completions = generate(model, tokenizer, encode_prompts(tokenizer, prompts), max_new_tokens=args.max_new_tokens,
-                           temperature=args.temperature, top_p=1.0, batch_size=args.generation_batch_size,
-                           seed=seed, desc="policy samples")
-    model.train(was_training)
-    return [{"messages": [*prompt, {"role": "assistant", "content": c[0].text}]}
-            for prompt, c in zip(prompts, completions, strict=True)]
+    answered = own_completions(model, tokenizer, prompts["prompt"], max_new_tokens=args.max_new_tokens,
+                               temperature=args.temperature, batch_size=args.generation_batch_size, seed=seed,
+                               desc="policy samples")
+    return [{"messages": m} for m in answered]
 
 
 def load_or_sample(args: MTPRefreshArguments, training_args: SFTConfig, model, tokenizer) -> list[dict]:
@@ -120,8 +113,7 @@ def freeze_all_but_mtp(model) -> int:
 
 def measure(model, tokenizer, rows: list[dict]) -> float:
     """Depth-1 acceptance on the completions of `rows` (see posttrain.model.acceptance)."""
-    tokenized = [tokenizer.apply_chat_template(r["messages"], return_dict=True, return_assistant_tokens_mask=True)
-                 for r in rows]
+    tokenized = tokenize_conversations(tokenizer, [r["messages"] for r in rows])
     was_training = model.training
     model.eval()
     result = acceptance_on_rows(model, tokenized, pad_token_id=tokenizer.pad_token_id or 0)

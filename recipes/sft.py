@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from trl import SFTConfig, SFTTrainer, TrlParser
 
 from data_tools import load_sft_dataset
-from posttrain.packing import use_row_packing
 from posttrain.training import (
     ModelArguments,
     build_model_and_tokenizer,
@@ -60,7 +59,6 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         processing_class=tokenizer,
         peft_config=peft_config(model_args),
     )
-    use_row_packing(trainer)
     train(trainer, model_args)
     finish(trainer, tokenizer)
 

@@ -178,6 +178,28 @@ def acceptance_on_rows(
     return total
 
 
+def own_completions(
+    model: nn.Module, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int, temperature: float = 0.0,
+    batch_size: int = 16, seed: int = 0, desc: str = "completions",
+) -> list[list[dict]]:
+    """Each prompt conversation followed by the model's own answer (`eval.generate.generate`, in eval mode; the
+    model's mode is restored): greedy at temperature 0, else sampled."""
+    from eval.generate import encode_prompts, generate
+
+    was_training = model.training
+    model.eval()
+    out = generate(model, tokenizer, encode_prompts(tokenizer, prompts), max_new_tokens=max_new_tokens,
+                   temperature=temperature, batch_size=batch_size, seed=seed, desc=desc)
+    model.train(was_training)
+    return [[*p, {"role": "assistant", "content": c[0].text}] for p, c in zip(prompts, out, strict=True)]
+
+
+def tokenize_conversations(tokenizer, conversations: list[list[dict]]) -> list[dict]:
+    """`input_ids` and `assistant_masks` of each conversation, as `acceptance_on_rows` takes them."""
+    return [tokenizer.apply_chat_template(m, return_dict=True, return_assistant_tokens_mask=True)
+            for m in conversations]
+
+
 def read_rows(
     data: str, tokenizer, limit: int | None = None, seed: int = 0, model: nn.Module | None = None,
     max_new_tokens: int = 0, batch_size: int = 16,
@@ -197,20 +219,14 @@ def read_rows(
         source = {"path": data, "domain": "unknown"}
         if limit:
             source["rows"] = limit
-    if model is not None and max_new_tokens > 0:
-        from eval.generate import encode_prompts, generate
-
-        ds = read_source(source, seed=seed, require_response=False)
-        if limit is not None:
-            ds = ds.select(range(min(limit, ds.num_rows)))
-        prompts = [m[: next((i for i, t in enumerate(m) if t["role"] == "assistant"), len(m))] for m in ds["messages"]]
-        out = generate(model, tokenizer, encode_prompts(tokenizer, prompts), max_new_tokens=max_new_tokens,
-                       batch_size=batch_size, desc="greedy completions")
-        return [tokenizer.apply_chat_template([*p, {"role": "assistant", "content": c[0].text}], return_dict=True,
-                                              return_assistant_tokens_mask=True)
-                for p, c in zip(prompts, out, strict=True)]
-    ds = read_source(source, seed=seed, tokenizer=tokenizer)
+    generating = model is not None and max_new_tokens > 0
+    ds = read_source(source, seed=seed, **({"require_response": False} if generating else {"tokenizer": tokenizer}))
     if limit is not None:
         ds = ds.select(range(min(limit, ds.num_rows)))
+    if generating:
+        prompts = [m[: next((i for i, t in enumerate(m) if t["role"] == "assistant"), len(m))] for m in ds["messages"]]
+        answered = own_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                   desc="greedy completions")
+        return tokenize_conversations(tokenizer, answered)
     return [{"input_ids": r["input_ids"], "assistant_masks": r["assistant_masks"]}
             for r in ds.select_columns(["input_ids", "assistant_masks"])]

@@ -93,9 +93,9 @@ class MoETrainingCallback(TrainerCallback):
             total, count = self._losses[2 * i], self._losses[2 * i + 1]
             if count > 0:
                 out[name] = (total / count).item()
-        drafts = self.core.speculative_stats if self.core is not None else None
-        if drafts is not None and drafts.drafts:  # rollouts since the last log
-            out["mtp/acceptance"] = drafts.acceptance
+        spec = self.core.speculative_stats if self.core is not None else None
+        if spec is not None and spec.drafts:  # rollouts drafted since the last log
+            out["mtp/acceptance"] = spec.acceptance
             self.core.speculative_stats = SpeculativeStats()
         self._reset()
         return out

@@ -43,10 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache
-from transformers.generation.logits_process import (
-    TemperatureLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 from transformers.masking_utils import create_causal_mask
 
 
