@@ -8,9 +8,13 @@ with and without `speculative=True`; the two outputs are checked to be the same 
     tokens/s          generated tokens (end token included) / wall seconds, both paths
     speed-up          plain seconds / speculative seconds
     alpha             drafts accepted / drafts made, in the speculative run (tokens per main step = 1 + alpha)
-    c                 one MTP step (its decoder block + head, 1 token per row, cached) / one main-model decode step
-                      (1 token per row, cached), timed on the same batch
-    v                 one main-model forward over 2 tokens per row (the verify step) / one over 1 token
+    c                 one MTP drafting call / one main-model decode forward, both as they run: mean seconds over
+                      every call of one instrumented run of each path (hooks on the backbone, a timer around
+                      `mtp_forward`; prefills left out)
+    v                 one main-model forward in the speculative run (2 tokens per row, the verify step) / one in the
+                      plain run, measured the same way
+    c_micro, v_micro  the same ratios micro-timed on a synthetic cached batch (1 MTP slot, context 64): noisier,
+                      and they leave out the drafting step's second attention slot; in the JSON
     ideal             (1 + alpha) / (1 + c), the issue's bound; `of ideal` = speed-up / ideal
 
 On a GPU at small batch v is ~1 (the verify step is as cheap as a decode step); on a CPU it is not, and v > 1 is
@@ -74,6 +78,47 @@ def step_costs(model, batch: int, context: int = 64, reps: int = 30) -> dict[str
     return {"main_1": _time(main_step(1), reps), "main_2": _time(main_step(2), reps), "mtp_1": _time(mtp_step, reps)}
 
 
+def run_costs(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) -> dict[str, float]:
+    """Mean seconds of a decode forward of the main model in plain decoding (`main_1`), of the verify forward in
+    speculative decoding (`main_2`) and of an MTP drafting call (`mtp`), from one instrumented run of each path."""
+    import posttrain.model.speculative as speculative
+    from eval.generate import generate
+
+    calls: dict[str, list[float]] = {"main_1": [], "main_2": [], "mtp": []}
+    started: list[float] = []
+
+    def before(module, args, kwargs):
+        started.append(time.perf_counter())
+
+    def after(module, args, kwargs, output):
+        width = (kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).shape[1]
+        elapsed = time.perf_counter() - started.pop()
+        if width <= 2:  # a decode step, not a prefill
+            calls[f"main_{width}"].append(elapsed)
+
+    drafting = speculative.mtp_forward
+
+    def timed_mtp(model, layer, hidden, *args, **kwargs):
+        start = time.perf_counter()
+        out = drafting(model, layer, hidden, *args, **kwargs)
+        if hidden.shape[1] <= 2:
+            calls["mtp"].append(time.perf_counter() - start)
+        return out
+
+    handles = [model.model.register_forward_pre_hook(before, with_kwargs=True),
+               model.model.register_forward_hook(after, with_kwargs=True)]
+    speculative.mtp_forward = timed_mtp
+    try:
+        generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc="plain")
+        generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc="spec",
+                 speculative=True)
+    finally:
+        speculative.mtp_forward = drafting
+        for handle in handles:
+            handle.remove()
+    return {name: sum(times) / len(times) for name, times in calls.items() if times}
+
+
 def run(model_dir: str, num_prompts: int, batch_sizes: list[int], max_new_tokens: int, tasks: list[str],
         repeats: int = 3) -> dict:
     from data_tools.generators import generate as builtin_rows
@@ -97,10 +142,10 @@ def run(model_dir: str, num_prompts: int, batch_sizes: list[int], max_new_tokens
             spec_s = min(spec_s, time.perf_counter() - start)
         tokens = sum(c[0].num_tokens for c in ref)
         same = sum(a[0].text == b[0].text for a, b in zip(ref, spec, strict=True))
-        costs = step_costs(model, bs)
+        costs, micro = run_costs(model, tokenizer, prompts, bs, max_new_tokens), step_costs(model, bs)
         alpha = stats.acceptance
-        c = costs["mtp_1"] / costs["main_1"]
-        v = costs["main_2"] / costs["main_1"]
+        c = costs["mtp"] / costs["main_1"]
+        v = costs.get("main_2", costs["main_1"]) / costs["main_1"]
         ideal = (1 + alpha) / (1 + c)
         speedup = plain_s / spec_s
         results.append({
@@ -108,7 +153,8 @@ def run(model_dir: str, num_prompts: int, batch_sizes: list[int], max_new_tokens
             "plain_tokens_per_s": tokens / plain_s, "spec_tokens_per_s": tokens / spec_s, "speedup": speedup,
             "alpha": alpha, "c": c, "v": v, "ideal": ideal, "of_ideal": speedup / ideal,
             "cpu_bound": (1 + alpha) / (v + c), "of_cpu_bound": speedup / ((1 + alpha) / (v + c)),
-            "step_seconds": costs,
+            "c_micro": micro["mtp_1"] / micro["main_1"], "v_micro": micro["main_2"] / micro["main_1"],
+            "step_seconds": costs, "micro_step_seconds": micro,
         })
     return {"model": model_dir, "max_new_tokens": max_new_tokens, "tasks": tasks, "repeats": repeats,
             "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "results": results}
@@ -116,13 +162,13 @@ def run(model_dir: str, num_prompts: int, batch_sizes: list[int], max_new_tokens
 
 def table(report: dict) -> str:
     header = ("| batch | plain tok/s | spec tok/s | speed-up | alpha | c | v | ideal (1+a)/(1+c) | of ideal | "
-              "(1+a)/(v+c) | identical |")
-    lines = [header, "|---" * 11 + "|"]
+              "(1+a)/(v+c) | c, v micro | identical |")
+    lines = [header, "|---" * 12 + "|"]
     for r in report["results"]:
         lines.append(
             f"| {r['batch_size']} | {r['plain_tokens_per_s']:.1f} | {r['spec_tokens_per_s']:.1f} | {r['speedup']:.2f}x "
             f"| {r['alpha']:.3f} | {r['c']:.3f} | {r['v']:.2f} | {r['ideal']:.2f}x | {100 * r['of_ideal']:.0f}% "
-            f"| {r['cpu_bound']:.2f}x | {r['identical_outputs']}/{r['prompts']} |")
+            f"| {r['cpu_bound']:.2f}x | {r['c_micro']:.3f}, {r['v_micro']:.2f} | {r['identical_outputs']}/{r['prompts']} |")
     return "\n".join(lines)
 
 
