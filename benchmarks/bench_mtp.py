@@ -79,34 +79,41 @@ def step_costs(model, batch: int, context: int = 64, reps: int = 30) -> dict[str
 
 
 def run_costs(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) -> dict[str, float]:
-    """Mean seconds of a decode forward of the main model in plain decoding (`main_1`), of the verify forward in
-    speculative decoding (`main_2`) and of an MTP drafting call (`mtp`), from one instrumented run of each path."""
+    """Mean seconds of a main-model decode step (backbone + LM head) in plain decoding (`main_1`), of the verify
+    step in speculative decoding (`main_2`) and of an MTP drafting call (`mtp`, its block and head), from one
+    instrumented run of each path; prefills are left out."""
     import posttrain.model.speculative as speculative
     from eval.generate import generate
 
-    calls: dict[str, list[float]] = {"main_1": [], "main_2": [], "mtp": []}
+    calls: dict[str, list[float]] = {}
     started: list[float] = []
+    drafting_now = [False]  # the LM head also runs inside the MTP call; count it there only
 
     def before(module, args, kwargs):
         started.append(time.perf_counter())
 
-    def after(module, args, kwargs, output):
-        width = (kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).shape[1]
-        elapsed = time.perf_counter() - started.pop()
-        if width <= 2:  # a decode step, not a prefill
-            calls[f"main_{width}"].append(elapsed)
+    def after(name):
+        def hook(module, args, kwargs, output):
+            elapsed = time.perf_counter() - started.pop()
+            width = (kwargs["input_ids"] if "input_ids" in kwargs else args[0]).shape[1]
+            if width <= 2 and not drafting_now[0]:  # a decode step, not a prefill
+                calls.setdefault(f"{name}_{width}", []).append(elapsed)
+        return hook
 
     drafting = speculative.mtp_forward
 
     def timed_mtp(model, layer, hidden, *args, **kwargs):
-        start = time.perf_counter()
-        out = drafting(model, layer, hidden, *args, **kwargs)
-        if hidden.shape[1] <= 2:
-            calls["mtp"].append(time.perf_counter() - start)
-        return out
+        start, drafting_now[0] = time.perf_counter(), True
+        try:
+            return drafting(model, layer, hidden, *args, **kwargs)
+        finally:
+            drafting_now[0] = False
+            if hidden.shape[1] <= 2:
+                calls.setdefault("mtp", []).append(time.perf_counter() - start)
 
-    handles = [model.model.register_forward_pre_hook(before, with_kwargs=True),
-               model.model.register_forward_hook(after, with_kwargs=True)]
+    handles = [module.register_forward_pre_hook(before, with_kwargs=True) for module in (model.model, model.lm_head)]
+    handles += [model.model.register_forward_hook(after("backbone"), with_kwargs=True),
+                model.lm_head.register_forward_hook(after("head"), with_kwargs=True)]
     speculative.mtp_forward = timed_mtp
     try:
         generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc="plain")
@@ -116,7 +123,12 @@ def run_costs(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) -
         speculative.mtp_forward = drafting
         for handle in handles:
             handle.remove()
-    return {name: sum(times) / len(times) for name, times in calls.items() if times}
+    mean = {name: sum(times) / len(times) for name, times in calls.items()}
+    costs = {"mtp": mean["mtp"]}
+    for width in (1, 2):
+        if f"backbone_{width}" in mean:
+            costs[f"main_{width}"] = mean[f"backbone_{width}"] + mean.get(f"head_{width}", 0.0)
+    return costs
 
 
 def run(model_dir: str, num_prompts: int, batch_sizes: list[int], max_new_tokens: int, tasks: list[str],
