@@ -87,6 +87,7 @@ def run_costs(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) -
 
     calls: dict[str, list[float]] = {}
     started: list[float] = []
+    width = [0]  # query tokens per row of the latest backbone forward: 1 or 2 in a decode step, more in a prefill
     drafting_now = [False]  # the LM head also runs inside the MTP call; count it there only
 
     def before(module, args, kwargs):
@@ -95,9 +96,10 @@ def run_costs(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) -
     def after(name):
         def hook(module, args, kwargs, output):
             elapsed = time.perf_counter() - started.pop()
-            width = (kwargs["input_ids"] if "input_ids" in kwargs else args[0]).shape[1]
-            if width <= 2 and not drafting_now[0]:  # a decode step, not a prefill
-                calls.setdefault(f"{name}_{width}", []).append(elapsed)
+            if module is model.model:
+                width[0] = (kwargs["input_ids"] if "input_ids" in kwargs else args[0]).shape[1]
+            if width[0] <= 2 and not drafting_now[0]:  # the head after a prefill counts as prefill too
+                calls.setdefault(f"{name}_{width[0]}", []).append(elapsed)
         return hook
 
     drafting = speculative.mtp_forward
