@@ -51,8 +51,9 @@ def load_prompts(
     split: str = "train", **options: Any,
 ) -> Dataset:
     """A prompt set for GRPO or eval: `prompt` (a one-message user conversation), `solution`, `tests`,
-    `entry_point`, `id`, `domain`, `source`. From `dataset_path` (a built mix dir or any source the mix builder
-    reads; a conversation's first user turn is the prompt) or, when None, `n` builtin prompts per task in `tasks`.
+    `entry_point`, `id`, `domain`, `source`, `reference` (the worked answer, None where the rows have none). From
+    `dataset_path` (a built mix dir or any source the mix builder reads; everything before the first assistant
+    turn is the prompt, that turn the reference) or, when None, `n` builtin prompts per task in `tasks`.
 
     >>> load_prompts(tasks=["arithmetic"], n=3).column_names[:2]
     ['prompt', 'solution']
@@ -64,9 +65,9 @@ def load_prompts(
     def to_prompt(messages: list[dict[str, str]]) -> dict[str, Any]:
         # Everything before the first assistant turn (a system turn included) is the prompt.
         end = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
-        return {"prompt": messages[:end]}
+        return {"prompt": messages[:end], "reference": messages[end]["content"] if end < len(messages) else None}
 
     columns = ["solution", "tests", "entry_point", "id", "domain", "source"]
     rows = rows.map(to_prompt, input_columns="messages", remove_columns=[c for c in rows.column_names
                                                                            if c not in columns])
-    return rows.select_columns(["prompt", *columns])
+    return rows.select_columns(["prompt", *columns, "reference"])

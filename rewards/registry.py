@@ -29,6 +29,7 @@ BUILTINS: dict[str, tuple[str, str]] = {
     "format": ("rewards.think_format:FormatReward", "R1 format: <think>...</think> then an answer"),
     "length": ("rewards.length_shaping:LengthReward", "cosine length-scaled correctness, overlong penalty"),
     "repetition": ("rewards.repetition:RepetitionReward", "n-gram repetition penalty"),
+    "steps": ("rewards.reference_steps:StepsReward", "working lines shared with column `reference`, in order"),
     "reward_model": ("rewards.reward_model:RewardModelReward", "scalar score from a sequence-classification model"),
     "judge": ("rewards.judge:JudgeReward", "generative judge with a rubric (local model or chat endpoint)"),
 }

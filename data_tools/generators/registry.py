@@ -116,8 +116,9 @@ def prompt_dataset(
     tasks: str | Sequence[str], n: int, seed: int = 0, split: str = "heldout", chat: bool = True, **options: Any
 ):
     """A `datasets.Dataset` of prompts for GRPO or eval: `n` rows per task, columns `prompt`, `solution`, `tests`,
-    `entry_point`, `id`, `domain`, `source`; `prompt` is a one-message user conversation when `chat` (so trainers
-    apply the chat template), else the user text. `options` apply to a single task only.
+    `entry_point`, `id`, `domain`, `source`, `reference` (the generator's worked answer, for the `steps` reward);
+    `prompt` is a one-message user conversation when `chat` (so trainers apply the chat template), else the user
+    text. `options` apply to a single task only.
 
     >>> ds = prompt_dataset("arithmetic", 3, split="heldout")
     >>> ds.num_rows, ds[0]["prompt"][0]["role"]
@@ -129,10 +130,11 @@ def prompt_dataset(
     if options and len(names) != 1:
         raise ValueError(f"prompt_dataset: options {sorted(options)} apply to one task, got tasks {names}")
     columns: dict[str, list[Any]] = {k: [] for k in ("prompt", "solution", "tests", "entry_point", "id", "domain",
-                                                      "source")}
+                                                      "source", "reference")}
     for name in names:
         for row in iter_rows(name, n, seed=seed, split=split, **options):
             row["prompt"] = [{"role": "user", "content": row["prompt"]}] if chat else row["prompt"]
+            row["reference"] = row["messages"][-1]["content"]
             for key, values in columns.items():
                 values.append(row[key])
     return Dataset.from_dict(columns)

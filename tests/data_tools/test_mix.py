@@ -235,6 +235,9 @@ def test_read_source_reads_prompt_sets_and_loaders_serve_the_recipes(tmp_path, l
     assert rows[0]["messages"] == [{"role": "user", "content": "What is 2 + 3?"}] and rows[0]["solution"] == "5"
     loaded = load_prompts(str(prompts))
     assert loaded[0]["prompt"] == [{"role": "user", "content": "What is 2 + 3?"}] and loaded[0]["solution"] == "5"
+    assert loaded[0]["reference"] is None
+    answered = write_jsonl(tmp_path / "a.jsonl", [{"prompt": "What is 2 + 3?", "response": "2+3=5", "solution": 5}])
+    assert load_prompts(str(answered))[0]["reference"] == "2+3=5"
     assert load_prompts(tasks=["python_functions"], n=2, split="heldout")[0]["entry_point"]
     assert load_sft_dataset(str(layout_files["sharegpt"])).num_rows == 4
 

@@ -7,7 +7,7 @@ import pytest
 
 from rewards import check_columns, combine, get_reward, list_rewards
 
-BUILTINS = ["math", "code", "format", "length", "repetition", "reward_model", "judge"]
+BUILTINS = ["math", "code", "format", "length", "repetition", "steps", "reward_model", "judge"]
 
 
 def shout(prompts, completions, **kwargs):
@@ -16,7 +16,7 @@ def shout(prompts, completions, **kwargs):
 
 
 def test_builtins_resolve_by_name_with_their_name_for_trl_logging():
-    for name in ["math", "code", "format", "length", "repetition"]:
+    for name in ["math", "code", "format", "length", "repetition", "steps"]:
         assert get_reward(name).__name__ == name
 
 
