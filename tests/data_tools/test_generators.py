@@ -108,7 +108,9 @@ def test_python_references_pass_their_tests_and_wrong_code_fails():
 def test_prompt_dataset_has_chat_prompts_and_verification_columns():
     ds = prompt_dataset(["arithmetic", "python_functions"], 5, seed=0, split="heldout")
     assert ds.num_rows == 10
-    assert set(ds.column_names) == {"prompt", "solution", "tests", "entry_point", "id", "domain", "source"}
+    assert set(ds.column_names) == {"prompt", "solution", "tests", "entry_point", "id", "domain", "source",
+                                    "reference"}
+    assert ds[0]["reference"] == generate("arithmetic", 1, split="heldout")[0]["messages"][1]["content"]
     assert ds[0]["prompt"] == [{"role": "user", "content": generate("arithmetic", 1, split="heldout")[0]["prompt"]}]
     assert ds[9]["tests"].startswith("def check(candidate):")
     assert isinstance(prompt_dataset("text_tasks", 2, chat=False)[0]["prompt"], str)

@@ -43,9 +43,9 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def grpo_run(tiny_checkpoint: Path, plugin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("grpo-run")
-    launch("grpo", *grpo_args(tiny_checkpoint, out, "--max_steps", "2", "--reward_funcs", "math", "format",
+    launch("grpo", *grpo_args(tiny_checkpoint, out, "--max_steps", "2", "--reward_funcs", "math", "format", "steps",
                               "my_rewards:short_bonus", f"{plugin_dir}/my_rewards.py:flaky",
-                              "--reward_weights", "1", "0.1", "0.1", "1", "--speculative_generation", "true"),
+                              "--reward_weights", "1", "0.1", "0.5", "0.1", "1", "--speculative_generation", "true"),
            env={"PYTHONPATH": str(plugin_dir)})
     return out
 
@@ -54,7 +54,7 @@ def test_two_process_grpo_logs_every_reward_and_router_metrics(grpo_run: Path):
     assert (grpo_run / "checkpoint-2" / "rng_state_1.pth").is_file()  # a second rank really ran
     logs = [h for h in log_history(grpo_run / "checkpoint-2") if "loss" in h]
     assert len(logs) == 2
-    for name in ("math", "format", "short_bonus", "flaky"):
+    for name in ("math", "format", "steps", "short_bonus", "flaky"):
         assert f"rewards/{name}/mean" in logs[-1]
     assert "router/maxvio" in logs[-1]
     assert 0 <= logs[-1]["mtp/acceptance"] <= 1  # rollouts drafted with the MTP module
