@@ -127,9 +127,9 @@ def run_costs(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) -
             handle.remove()
     mean = {name: sum(times) / len(times) for name, times in calls.items()}
     costs = {"mtp": mean["mtp"]}
-    for width in (1, 2):
-        if f"backbone_{width}" in mean:
-            costs[f"main_{width}"] = mean[f"backbone_{width}"] + mean.get(f"head_{width}", 0.0)
+    for tokens in (1, 2):  # query tokens per row: plain decode step, verify step
+        if f"backbone_{tokens}" in mean:
+            costs[f"main_{tokens}"] = mean[f"backbone_{tokens}"] + mean.get(f"head_{tokens}", 0.0)
     return costs
 
 

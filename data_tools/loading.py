@@ -46,6 +46,17 @@ def load_sft_dataset(path: str | Path, workdir: str | Path | None = None) -> Dat
     return load_mix(workdir)
 
 
+def split_at_answer(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str | None]:
+    """A conversation's prompt (every turn before the first assistant one, a system turn included) and that first
+    answer's text (None when there is none).
+
+    >>> split_at_answer([{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "5"}])
+    ([{'role': 'user', 'content': '2+3?'}], '5')
+    """
+    end = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
+    return messages[:end], messages[end]["content"] if end < len(messages) else None
+
+
 def load_prompts(
     dataset_path: str | Path | None = None, tasks: str | Sequence[str] = ("arithmetic",), n: int = 2000, seed: int = 0,
     split: str = "train", **options: Any,
@@ -63,9 +74,8 @@ def load_prompts(
     rows = _read_any(str(dataset_path), require_response=False)
 
     def to_prompt(messages: list[dict[str, str]]) -> dict[str, Any]:
-        # Everything before the first assistant turn (a system turn included) is the prompt.
-        end = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
-        return {"prompt": messages[:end], "reference": messages[end]["content"] if end < len(messages) else None}
+        prompt, reference = split_at_answer(messages)
+        return {"prompt": prompt, "reference": reference}
 
     columns = ["solution", "tests", "entry_point", "id", "domain", "source"]
     rows = rows.map(to_prompt, input_columns="messages", remove_columns=[c for c in rows.column_names

@@ -211,6 +211,7 @@ def read_rows(
     prompts (everything before the first assistant turn), `eval.generate.generate` with that many new tokens.
     """
     from data_tools import read_source
+    from data_tools.loading import split_at_answer
 
     if data.startswith("builtin:"):
         _, task, *split = data.split(":")
@@ -224,7 +225,7 @@ def read_rows(
     if limit is not None:
         ds = ds.select(range(min(limit, ds.num_rows)))
     if generating:
-        prompts = [m[: next((i for i, t in enumerate(m) if t["role"] == "assistant"), len(m))] for m in ds["messages"]]
+        prompts = [split_at_answer(m)[0] for m in ds["messages"]]
         answered = own_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                    desc="greedy completions")
         return tokenize_conversations(tokenizer, answered)
