@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "recipes/configs/tiny/grpo.yaml"))
     parser.add_argument("--max_steps", type=int, default=60)
     parser.add_argument("--save_steps", type=int, default=15)
-    parser.add_argument("--limit", type=int, default=200, help="Held-out rows scored per checkpoint.")
+    parser.add_argument("--limit", type=int, default=1000, help="Held-out rows scored per checkpoint.")
     args, extra = parser.parse_known_args()  # anything else goes to the recipe, e.g. --learning_rate 1e-4
 
     import eval as evaluation
@@ -35,7 +35,7 @@ def main() -> None:
 
     out = Path(args.output)
     run = out / "grpo"
-    start = time.perf_counter()
+    start, launched = time.perf_counter(), time.time()
     subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--mixed_precision", "no",
          "--num_cpu_threads_per_process", str(cpu_threads_per_process(1)),
@@ -52,10 +52,12 @@ def main() -> None:
     history = json.loads((run / f"checkpoint-{steps[-1]}" / "trainer_state.json").read_text())["log_history"]
     reward = [(h["step"], h["rewards/math/mean"]) for h in history if "rewards/math/mean" in h]
 
+    # When each checkpoint was complete, counted from the launch (model loading included).
+    written = [0.0] + [(run / f"checkpoint-{s}" / "trainer_state.json").stat().st_mtime - launched for s in steps[1:]]
     print(f"GRPO: {args.max_steps} steps in {train_s:.0f} s")
-    print("| step | held-out arithmetic pass@1 |\n|---|---|")
-    for step, acc in zip(steps, accuracy, strict=True):
-        print(f"| {step} | {acc:.3f} |")
+    print("| step | written after | held-out arithmetic pass@1 |\n|---|---|---|")
+    for step, seconds, acc in zip(steps, written, accuracy, strict=True):
+        print(f"| {step} | {seconds:.0f} s | {acc:.3f} |")
     print(f"gain: {100 * (max(accuracy[1:]) - accuracy[0]):+.1f} points (best checkpoint), "
           f"{100 * (accuracy[-1] - accuracy[0]):+.1f} (last)")
     plot(steps, accuracy, reward, out / "grpo_learning.png")
