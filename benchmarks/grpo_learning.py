@@ -1,6 +1,6 @@
 """Does GRPO learn? Held-out accuracy and reward over a GRPO run from an SFT checkpoint, as a table and a PNG.
 
-    python benchmarks/grpo_learning.py --sft outputs/tiny/sft/final --output outputs/grpo_learning [--max_steps 60]
+    python benchmarks/grpo_learning.py --sft outputs/tiny/sft/checkpoint-1000 --output out/grpo_learning
 
 Runs `recipes/grpo.py` with `recipes/configs/tiny/grpo.yaml` (checkpoints every `--save_steps`), then scores the
 SFT checkpoint and every GRPO checkpoint with `eval.evaluate` (greedy pass@1 on the builtin arithmetic held-out
@@ -25,8 +25,8 @@ def main() -> None:
     parser.add_argument("--sft", required=True, help="The SFT checkpoint GRPO starts from.")
     parser.add_argument("--output", required=True, help="Where the GRPO run, eval and plot go.")
     parser.add_argument("--config", default=str(REPO / "recipes/configs/tiny/grpo.yaml"))
-    parser.add_argument("--max_steps", type=int, default=60)
-    parser.add_argument("--save_steps", type=int, default=15)
+    parser.add_argument("--max_steps", type=int, default=400)
+    parser.add_argument("--save_steps", type=int, default=100)
     parser.add_argument("--limit", type=int, default=1000, help="Held-out rows scored per checkpoint.")
     args, extra = parser.parse_known_args()  # anything else goes to the recipe, e.g. --learning_rate 1e-4
 
