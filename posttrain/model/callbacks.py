@@ -1,8 +1,9 @@
-"""Trainer glue: one `TrainerCallback` for any HF/TRL trainer running a DeepSeek-V3-architecture model.
+"""Trainer glue: the `TrainerCallback`s for any HF/TRL trainer running a DeepSeek-V3-architecture model.
 
-After each optimizer step it pops the expert loads of the global batch (summed over gradient-accumulation
-micro-batches, all-reduced over data-parallel ranks), applies the auxiliary-loss-free bias update and keeps the
-router statistics; at each log it merges, averaged over the steps since the previous log:
+`MTPCheckpointCallback` gives each saved `checkpoint-N` the released layout's MTP copies (`add_mtp_copies`).
+After each optimizer step `MoETrainingCallback` pops the expert loads of the global batch (summed over
+gradient-accumulation micro-batches, all-reduced over data-parallel ranks), applies the auxiliary-loss-free bias
+update and keeps the router statistics; at each log it merges, averaged over the steps since the previous log:
 
     router/maxvio                   MaxVio averaged over MoE layers (report §2.1.2)
     router/maxvio/layer_{l}         per MoE layer l (MTP layers keep their checkpoint index)
@@ -20,9 +21,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from pathlib import Path
+
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from posttrain.model.balance import update_bias
+from posttrain.model.io import add_mtp_copies
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM
 from posttrain.model.router_stats import RouterLoads, max_violation
 from posttrain.model.speculative import SpeculativeStats
@@ -108,6 +113,15 @@ class MoETrainingCallback(TrainerCallback):
             state.log_history[-1].update(metrics)
 
 
+class MTPCheckpointCallback(TrainerCallback):
+    """Give each `checkpoint-N` the Trainer saves the MTP copies of the embedding and head that `save_model` writes,
+    so intermediate checkpoints have the released layout too (vLLM's MTP loader reads them)."""
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if state.is_world_process_zero:
+            add_mtp_copies(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+
+
 def training_callbacks(model: nn.Module, gamma: float = 1e-3, log_expert_loads: bool = False) -> list[TrainerCallback]:
     """The callbacks a recipe passes to any HF/TRL trainer (`callbacks=...`) for a DeepSeek-V3 model.
 
@@ -116,9 +130,9 @@ def training_callbacks(model: nn.Module, gamma: float = 1e-3, log_expert_loads: 
     >>> from posttrain.model import load_model
     >>> callbacks = training_callbacks(load_model("tiny"), gamma=1e-3)
     >>> [type(c).__name__ for c in callbacks]
-    ['MoETrainingCallback']
+    ['MoETrainingCallback', 'MTPCheckpointCallback']
     """
-    return [MoETrainingCallback(model, gamma=gamma, log_expert_loads=log_expert_loads)]
+    return [MoETrainingCallback(model, gamma=gamma, log_expert_loads=log_expert_loads), MTPCheckpointCallback()]
 
 
 def add_training_callbacks(trainer: Trainer, gamma: float = 1e-3, log_expert_loads: bool = False) -> None:

@@ -109,28 +109,61 @@ def _unwrap(model: torch.nn.Module) -> PreTrainedModel:
     return model
 
 
-def _write_mtp_copies(model: PreTrainedModel, out: Path) -> None:
-    """Add the released layout's per-MTP-layer copies of the embedding and head, and index every file."""
-    n, depth = model.config.num_hidden_layers, len(model.model.layers) - model.config.num_hidden_layers
-    if depth <= 0:
-        return
-    copies = {}
-    for i in range(n, n + depth):
-        copies[f"model.layers.{i}.embed_tokens.weight"] = model.model.embed_tokens.weight.detach().cpu().clone()
-        copies[f"model.layers.{i}.shared_head.head.weight"] = model.lm_head.weight.detach().cpu().clone()
-    save_file(copies, str(out / MTP_COPIES_FILE), metadata={"format": "pt"})
-    index_file = out / "model.safetensors.index.json"
-    if index_file.exists():  # sharded: keep the recorded total size right
+def add_mtp_copies(checkpoint: str | os.PathLike) -> bool:
+    """Give a saved checkpoint the released layout's per-MTP-layer copies of the embedding and head, indexed.
+
+    The shared tensors are read back from the checkpoint's own files, so this works after any save that wrote full
+    weights (`save_model`, the Trainer's `checkpoint-N`). Returns False and writes nothing where there are no full
+    weights (LoRA adapters, sharded FSDP states), no MTP layers, or the copies are there already. Each file is
+    written to a temporary name and renamed, the index last, so a kill leaves a loadable checkpoint.
+
+    >>> add_mtp_copies("runs/sft/checkpoint-200")  # doctest: +SKIP
+    True
+    """
+    out = Path(checkpoint)
+    index_file, single = out / "model.safetensors.index.json", out / "model.safetensors"
+    if index_file.is_file():
         index = json.loads(index_file.read_text())
-        meta = index["metadata"]
-        meta["total_size"] = meta.get("total_size", 0) + sum(t.numel() * t.element_size() for t in copies.values())
-        if "total_parameters" in meta:
-            meta["total_parameters"] += sum(t.numel() for t in copies.values())
+    elif single.is_file():
+        with safe_open(str(single), "pt") as f:
+            index = {"metadata": {}, "weight_map": dict.fromkeys(f.keys(), single.name)}
     else:
-        with safe_open(str(out / "model.safetensors"), "pt") as f:
-            index = {"metadata": {}, "weight_map": dict.fromkeys(f.keys(), "model.safetensors")}
-    index["weight_map"].update(dict.fromkeys(copies, MTP_COPIES_FILE))
-    index_file.write_text(json.dumps(index, indent=2, sort_keys=True))
+        return False
+    weight_map = index["weight_map"]
+    n = json.loads((out / "config.json").read_text())["num_hidden_layers"]
+    mtp = sorted({int(k.split(".")[2]) for k in weight_map if k.startswith("model.layers.")} - set(range(n)))
+    if not mtp or MTP_COPIES_FILE in weight_map.values():
+        return False
+
+    def tensor(key: str) -> torch.Tensor:
+        with safe_open(str(out / weight_map[key]), "pt") as f:
+            return f.get_tensor(key)
+
+    embed = tensor("model.embed_tokens.weight")
+    head = tensor("lm_head.weight") if "lm_head.weight" in weight_map else embed  # tied embeddings: one tensor
+    copies = {}
+    for i in mtp:
+        copies[f"model.layers.{i}.embed_tokens.weight"] = embed
+        copies[f"model.layers.{i}.shared_head.head.weight"] = head
+    _atomic_write(out / MTP_COPIES_FILE, lambda path: save_file(copies, str(path), metadata={"format": "pt"}))
+    meta = index["metadata"]
+    if "total_size" in meta:  # sharded: keep the recorded totals right
+        meta["total_size"] += sum(t.numel() * t.element_size() for t in copies.values())
+    if "total_parameters" in meta:
+        meta["total_parameters"] += sum(t.numel() for t in copies.values())
+    weight_map.update(dict.fromkeys(copies, MTP_COPIES_FILE))
+    _atomic_write(index_file, lambda path: path.write_text(json.dumps(index, indent=2, sort_keys=True)))
+    return True
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call `write(tmp)` on a temporary sibling of `path`, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_model(
@@ -149,7 +182,7 @@ def save_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         model.save_pretrained(tmp)
-        _write_mtp_copies(model, tmp)
+        add_mtp_copies(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         config = json.loads((tmp / "config.json").read_text())

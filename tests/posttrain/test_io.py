@@ -10,6 +10,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from posttrain.model import load_model, save_model
+from posttrain.model.io import MTP_COPIES_FILE, add_mtp_copies
 from posttrain.model.presets import PRESETS
 from posttrain.tokenizer import build_tokenizer
 
@@ -30,6 +31,25 @@ def test_checkpoint_is_plain_hf_with_mtp_under_released_names(tiny_checkpoint):
         assert f"model.layers.{N}.{name}.weight" in keys, name
     assert f"model.layers.{N}.mlp.gate.e_score_correction_bias" in keys
     assert AutoTokenizer.from_pretrained(tiny_checkpoint).chat_template
+
+
+def test_mtp_copies_are_added_to_a_plain_save_once(tmp_path):
+    model = load_model("tiny")
+    model.save_pretrained(tmp_path)  # what the Trainer writes as checkpoint-N: no copies, no index
+    assert add_mtp_copies(tmp_path)
+    assert f"model.layers.{N}.shared_head.head.weight" in _keys(tmp_path)
+    with safe_open(str(tmp_path / MTP_COPIES_FILE), "pt") as f:
+        assert torch.equal(f.get_tensor(f"model.layers.{N}.embed_tokens.weight"), model.model.embed_tokens.weight)
+        assert torch.equal(f.get_tensor(f"model.layers.{N}.shared_head.head.weight"), model.lm_head.weight)
+    assert not add_mtp_copies(tmp_path)  # already there
+    assert not list(tmp_path.glob(".*tmp*"))
+    assert torch.equal(load_model(tmp_path).lm_head.weight, model.lm_head.weight)
+
+
+def test_mtp_copies_skip_checkpoints_without_full_weights(tmp_path):
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    assert not add_mtp_copies(tmp_path)
+    assert not (tmp_path / MTP_COPIES_FILE).exists()
 
 
 def test_round_trip_ours_is_exact_including_mtp_bias_and_extra_config(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from posttrain.model.io import MTP_COPIES_FILE
 from tests.recipes.conftest import launch, load_recipe, log_history
 
 TINY_ARGS = [
@@ -37,6 +39,16 @@ def test_final_checkpoint_loads_in_plain_transformers(sft_run: Path):
     model = AutoModelForCausalLM.from_pretrained(sft_run / "final")
     ids = torch.tensor([[1, 2, 3]])
     assert model(ids).logits.shape == (1, 3, model.config.vocab_size)
+
+
+def test_trainer_checkpoints_have_the_released_mtp_layout(sft_run: Path):
+    checkpoint = sft_run / "checkpoint-2"
+    n = json.loads((checkpoint / "config.json").read_text())["num_hidden_layers"]
+    index = json.loads((checkpoint / "model.safetensors.index.json").read_text())
+    assert index["weight_map"][f"model.layers.{n}.embed_tokens.weight"] == MTP_COPIES_FILE
+    assert index["weight_map"][f"model.layers.{n}.self_attn.kv_a_proj_with_mqa.weight"] == "model.safetensors"
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    assert model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, model.config.vocab_size)
 
 
 def test_resume_continues_from_the_last_complete_checkpoint(sft_run: Path, sft_rows: Path, tmp_path: Path):
