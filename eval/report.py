@@ -7,7 +7,6 @@ and benchmark), otherwise grouped bars (one group per benchmark, one bar per che
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.scoring import Result
+from posttrain.files import replacing, write_atomic
 
 _STEP = re.compile(r"checkpoint-(\d+)$")
 
@@ -131,20 +131,10 @@ def plot(results: Sequence[Result], path: Path) -> str:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=120, format="png")
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return kind
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def write_results(results: Sequence[Result], config: dict[str, Any], output_dir: Path) -> Path:
@@ -152,12 +142,12 @@ def write_results(results: Sequence[Result], config: dict[str, Any], output_dir:
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / "results.json"
     payload = {"config": config, "results": [asdict(r) for r in results]}
-    _write_atomic(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
     return path
 
 
 def write_report(results: Sequence[Result], config: dict[str, Any], output_dir: Path) -> None:
     """Write `results.json`, `report.md` and `plot.png` into `output_dir`."""
     write_results(results, config, output_dir)
-    _write_atomic(output_dir / "report.md", markdown_report(results, config))
+    write_atomic(output_dir / "report.md", markdown_report(results, config))
     plot(results, output_dir / "plot.png")

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from posttrain.files import write_atomic
 from posttrain.training import FINAL_DIR
 
 
@@ -165,7 +166,7 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=None
                 batch_size=config.eval.batch_size, output_dir=out / "eval" / stage.name,
             )
             scores = {r.benchmark: r.metrics["pass@1"] for r in results}
-            _write_atomic(cached, json.dumps(scores, indent=2))
+            write_atomic(cached, json.dumps(scores, indent=2))
             timings[f"eval:{stage.name}"] = time.perf_counter() - start
         table[stage.name] = json.loads(cached.read_text())
         log(f"[pipeline] {stage.name}: " + ", ".join(f"{b} {v:.3f}" for b, v in table[stage.name].items()))
@@ -173,13 +174,6 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=None
     plot_stages(table, out / "stages.png")
     log((out / "results.md").read_text())
     return table
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def results_markdown(table: dict[str, dict[str, float]], timings: dict[str, float] | None = None) -> str:

@@ -25,7 +25,6 @@ args: {model_name_or_path: "{grpo}"}}`; it accepts the engine's `--output_dir`, 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer, TrlParser
 
 from data_tools import load_prompts, read_source
+from posttrain.files import write_atomic
 from posttrain.model.acceptance import acceptance_on_rows, own_completions, tokenize_conversations
 from posttrain.model.speculative import mtp_layers
 from posttrain.training import ModelArguments, build_model_and_tokenizer, finish, train
@@ -93,10 +93,7 @@ def load_or_sample(args: MTPRefreshArguments, training_args: SFTConfig, model, t
     with training_args.main_process_first(desc="policy samples"):
         if not path.is_file():
             rows = policy_samples(args, model, tokenizer, training_args.seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            os.replace(tmp, path)
+            write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -31,7 +31,8 @@ from typing import Any
 from data_tools.distill.backends import Backend, make_backend
 from data_tools.distill.config import DistillConfig
 from data_tools.distill.select import Verifier, choose, readability
-from data_tools.distill.shards import ShardStore, write_atomic
+from data_tools.distill.shards import ShardStore
+from posttrain.files import write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from posttrain.files import fsync_dir
+
 Key = tuple[str, int]
 SHARD_GLOB = "samples-*.jsonl"
 
@@ -100,7 +102,7 @@ class ShardStore:
             finally:
                 os.close(fd)
             if self._shard_lines == 0:
-                _fsync_dir(self.directory)  # the new shard's name is durable too
+                fsync_dir(self.directory)  # the new shard's name is durable too
             self._shard_lines += len(chunk)
             written += len(chunk)
         return written
@@ -152,25 +154,3 @@ def _cut_torn_tail(path: Path) -> None:
             fh.truncate(0)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write a whole file so it is complete or absent: temporary name, fsync, rename, fsync the directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    return path

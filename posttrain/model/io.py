@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from transformers import DeepseekV3Config, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
 
+from posttrain.files import replacing, write_atomic
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM
 from posttrain.model.presets import PRESETS
 
@@ -145,25 +146,16 @@ def add_mtp_copies(checkpoint: str | os.PathLike) -> bool:
     for i in mtp:
         copies[f"model.layers.{i}.embed_tokens.weight"] = embed
         copies[f"model.layers.{i}.shared_head.head.weight"] = head
-    _atomic_write(out / MTP_COPIES_FILE, lambda path: save_file(copies, str(path), metadata={"format": "pt"}))
+    with replacing(out / MTP_COPIES_FILE) as tmp:
+        save_file(copies, str(tmp), metadata={"format": "pt"})
     meta = index["metadata"]
     if "total_size" in meta:  # sharded: keep the recorded totals right
         meta["total_size"] += sum(t.numel() * t.element_size() for t in copies.values())
     if "total_parameters" in meta:
         meta["total_parameters"] += sum(t.numel() for t in copies.values())
     weight_map.update(dict.fromkeys(copies, MTP_COPIES_FILE))
-    _atomic_write(index_file, lambda path: path.write_text(json.dumps(index, indent=2, sort_keys=True)))
+    write_atomic(index_file, json.dumps(index, indent=2, sort_keys=True))
     return True
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call `write(tmp)` on a temporary sibling of `path`, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_model(
