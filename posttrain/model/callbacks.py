@@ -19,10 +19,10 @@ update and keeps the router statistics; at each log it merges, averaged over the
 
 from __future__ import annotations
 
-import torch
-from torch import nn
 from pathlib import Path
 
+import torch
+from torch import nn
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -118,7 +118,7 @@ class MTPCheckpointCallback(TrainerCallback):
     so intermediate checkpoints have the released layout too (vLLM's MTP loader reads them)."""
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        if state.is_world_process_zero:
+        if args.should_save:  # the processes the Trainer wrote the checkpoint from
             add_mtp_copies(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
 
 
