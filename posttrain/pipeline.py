@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from posttrain.files import write_atomic
-from posttrain.training import FINAL_DIR
+from posttrain.training import FINAL_DIR, cores_per_process
 
 
 @dataclass
@@ -109,7 +109,7 @@ def cpu_threads_per_process(num_processes: int) -> int:
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return int(os.environ["OMP_NUM_THREADS"])
-    return max(1, len(os.sched_getaffinity(0)) // num_processes)
+    return cores_per_process(num_processes)
 
 
 def stage_command(config: PipelineConfig, stage: Stage) -> list[str]:

@@ -56,6 +56,12 @@ class ModelArguments:
         metadata={"help": "Decode with the MTP module's drafts in `model.generate` (GRPO rollouts without vLLM): "
                   "same tokens greedy, same distribution sampled; `mtp/acceptance` is logged."},
     )
+    cpu_threads: str | None = field(
+        default=None,
+        metadata={"help": "torch threads per process: a number, 'auto' (this machine's cores shared among the local "
+                  "processes), or unset to keep the launcher's OMP_NUM_THREADS (`accelerate launch` sets 1 unless "
+                  "given --num_cpu_threads_per_process or --cpu)."},
+    )
     use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -68,6 +74,26 @@ class ModelArguments:
             raise ValueError(f"--dtype {self.dtype!r}: choose float32, bfloat16 or float16")
         if self.mtp_loss_weight is not None and self.mtp_loss_weight < 0:
             raise ValueError(f"--mtp_loss_weight must be >= 0, got {self.mtp_loss_weight}")
+        if self.cpu_threads is not None and self.cpu_threads != "auto" and not str(self.cpu_threads).isdigit():
+            raise ValueError(f"--cpu_threads {self.cpu_threads!r}: give a number of threads or 'auto'")
+
+
+def cores_per_process(num_processes: int) -> int:
+    """The cores this process may run on, shared out among `num_processes` local processes (at least 1)."""
+    return max(1, len(os.sched_getaffinity(0)) // num_processes)
+
+
+def set_cpu_threads(cpu_threads: str | None) -> int:
+    """Apply `--cpu_threads` to torch (see `ModelArguments.cpu_threads`); returns the thread count in use.
+
+    >>> set_cpu_threads(None) == torch.get_num_threads()
+    True
+    """
+    if cpu_threads == "auto":
+        torch.set_num_threads(cores_per_process(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    elif cpu_threads is not None:
+        torch.set_num_threads(int(cpu_threads))
+    return torch.get_num_threads()
 
 
 def load_tokenizer(model_name_or_path: str) -> PreTrainedTokenizerBase:
@@ -80,6 +106,7 @@ def load_tokenizer(model_name_or_path: str) -> PreTrainedTokenizerBase:
 
 def build_model_and_tokenizer(args: ModelArguments):
     """Load (or random-init) our DeepSeek-V3 model and its tokenizer, with the extras set from `args`."""
+    set_cpu_threads(args.cpu_threads)
     overrides = {"seq_balance_alpha": args.seq_balance_alpha}
     if args.mtp_loss_weight is not None:
         overrides["mtp_loss_weight"] = args.mtp_loss_weight

@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: the repository root must be im
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_tools.distill import load_config, run_distill  # noqa: E402
-from posttrain.training import ModelArguments  # noqa: E402
+from posttrain.training import ModelArguments, set_cpu_threads  # noqa: E402
 
 
 @dataclass
@@ -78,6 +78,7 @@ def generate_traces(script_args: DistillScriptArguments):
 
 
 def main(script_args: DistillScriptArguments, training_args: SFTConfig, model_args: ModelArguments) -> None:
+    set_cpu_threads(model_args.cpu_threads)  # the teacher's generation runs first
     result = generate_traces(script_args)
     if script_args.dataset_path is None and result.stats["kept"] == 0:
         raise ValueError(f"no verified trace was kept (see {result.output_dir / 'stats.md'}); sample more (sampling.n, "

@@ -15,6 +15,7 @@ from transformers import Trainer, TrainingArguments
 
 from posttrain.model import MoETrainingCallback, add_training_callbacks, load_model, training_callbacks
 from posttrain.tokenizer import build_tokenizer
+from posttrain.training import ModelArguments, cores_per_process, set_cpu_threads
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,3 +133,19 @@ def test_two_cpu_processes_reduce_loads_across_ranks(tmp_path):
     assert len(steps[0]) == 2 and "train_runtime" in logs[1][-1]
     for a, b in zip(*steps, strict=True):  # ranks saw different data, the all-reduced loads agree
         assert a["router/maxvio"] == b["router/maxvio"] and a["mtp_loss"] == b["mtp_loss"]
+
+
+def test_cpu_threads_auto_shares_the_cores_among_local_processes(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert set_cpu_threads("auto") == cores_per_process(2) == max(1, len(os.sched_getaffinity(0)) // 2)
+        assert set_cpu_threads("1") == 1
+        assert set_cpu_threads(None) == 1  # unset keeps what the launcher (or a previous call) chose
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_bad_cpu_threads_is_a_clear_error():
+    with pytest.raises(ValueError, match="--cpu_threads 'many'"):
+        ModelArguments(cpu_threads="many")
