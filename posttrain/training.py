@@ -74,8 +74,9 @@ class ModelArguments:
             raise ValueError(f"--dtype {self.dtype!r}: choose float32, bfloat16 or float16")
         if self.mtp_loss_weight is not None and self.mtp_loss_weight < 0:
             raise ValueError(f"--mtp_loss_weight must be >= 0, got {self.mtp_loss_weight}")
-        if self.cpu_threads is not None and self.cpu_threads != "auto" and not str(self.cpu_threads).isdigit():
-            raise ValueError(f"--cpu_threads {self.cpu_threads!r}: give a number of threads or 'auto'")
+        threads = self.cpu_threads
+        if threads is not None and threads != "auto" and not (str(threads).isdigit() and int(threads) >= 1):
+            raise ValueError(f"--cpu_threads {threads!r}: give a number of threads (>= 1) or 'auto'")
 
 
 def cores_per_process(num_processes: int) -> int:

@@ -147,5 +147,6 @@ def test_cpu_threads_auto_shares_the_cores_among_local_processes(monkeypatch):
 
 
 def test_bad_cpu_threads_is_a_clear_error():
-    with pytest.raises(ValueError, match="--cpu_threads 'many'"):
-        ModelArguments(cpu_threads="many")
+    for bad in ("many", "0"):
+        with pytest.raises(ValueError, match=f"--cpu_threads '{bad}'"):
+            ModelArguments(cpu_threads=bad)
