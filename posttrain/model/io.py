@@ -133,7 +133,7 @@ def add_mtp_copies(checkpoint: str | os.PathLike) -> bool:
     weight_map = index["weight_map"]
     n = json.loads((out / "config.json").read_text())["num_hidden_layers"]
     mtp = sorted({int(k.split(".")[2]) for k in weight_map if k.startswith("model.layers.")} - set(range(n)))
-    if not mtp or MTP_COPIES_FILE in weight_map.values():
+    if not mtp or f"model.layers.{mtp[0]}.shared_head.head.weight" in weight_map:  # none, or copies already there
         return False
 
     def tensor(key: str) -> torch.Tensor:
