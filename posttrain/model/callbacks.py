@@ -20,6 +20,7 @@ update and keeps the router statistics; at each log it merges, averaged over the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,8 +46,11 @@ class MoETrainingCallback(TrainerCallback):
     >>> trainer = SFTTrainer(model=model, ..., callbacks=training_callbacks(model, gamma=1e-3))  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, gamma: float = 1e-3, log_expert_loads: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, gamma: float = 1e-3, log_expert_loads: bool = False, grad_scaler: Any = None
+    ) -> None:
         self.loads = RouterLoads(model)
+        self.grad_scaler = grad_scaler
         self.core = _our_model(model)
         self.gamma = gamma
         self.log_expert_loads = log_expert_loads
@@ -62,6 +66,11 @@ class MoETrainingCallback(TrainerCallback):
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self.core is not None:  # trainers scale the main loss by 1/accumulation; do the same for the extras
             self.core.aux_grad_scale = 1.0 / args.gradient_accumulation_steps
+
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        # fp16: the trainer backpropagates the scaled loss; the extras' gradient must carry the same scale
+        if self.core is not None and self.grad_scaler is not None and self.grad_scaler.is_enabled():
+            self.core.loss_scale = float(self.grad_scaler.get_scale())
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         sums = self.core.pop_loss_sums() if self.core is not None else {}
@@ -122,17 +131,22 @@ class MTPCheckpointCallback(TrainerCallback):
             add_mtp_copies(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
 
 
-def training_callbacks(model: nn.Module, gamma: float = 1e-3, log_expert_loads: bool = False) -> list[TrainerCallback]:
+def training_callbacks(
+    model: nn.Module, gamma: float = 1e-3, log_expert_loads: bool = False, grad_scaler: Any = None
+) -> list[TrainerCallback]:
     """The callbacks a recipe passes to any HF/TRL trainer (`callbacks=...`) for a DeepSeek-V3 model.
 
     `gamma` is the bias update speed (report: 0.001, 0 for the last 500B tokens); 0 keeps the statistics only.
+    `grad_scaler`: under fp16, the trainer's `accelerator.scaler` (`add_training_callbacks` passes it), so the MTP
+    and balance losses' gradients are scaled like the main loss's.
 
     >>> from posttrain.model import load_model
     >>> callbacks = training_callbacks(load_model("tiny"), gamma=1e-3)
     >>> [type(c).__name__ for c in callbacks]
     ['MoETrainingCallback', 'MTPCheckpointCallback']
     """
-    return [MoETrainingCallback(model, gamma=gamma, log_expert_loads=log_expert_loads), MTPCheckpointCallback()]
+    moe = MoETrainingCallback(model, gamma=gamma, log_expert_loads=log_expert_loads, grad_scaler=grad_scaler)
+    return [moe, MTPCheckpointCallback()]
 
 
 def add_training_callbacks(trainer: Trainer, gamma: float = 1e-3, log_expert_loads: bool = False) -> None:
@@ -141,5 +155,7 @@ def add_training_callbacks(trainer: Trainer, gamma: float = 1e-3, log_expert_loa
     >>> trainer = SFTTrainer(model=model, args=args, train_dataset=data)  # doctest: +SKIP
     >>> add_training_callbacks(trainer, gamma=1e-3)                     # doctest: +SKIP
     """
-    for callback in reversed(training_callbacks(trainer.model, gamma=gamma, log_expert_loads=log_expert_loads)):
+    callbacks = training_callbacks(trainer.model, gamma=gamma, log_expert_loads=log_expert_loads,
+                                   grad_scaler=getattr(trainer.accelerator, "scaler", None))
+    for callback in reversed(callbacks):
         trainer.callback_handler.callbacks.insert(0, callback)

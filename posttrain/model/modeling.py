@@ -12,9 +12,10 @@ The extra terms reach the gradient through the backbone output (an identity whos
 trainers replace `model.forward` with a fused LM head that computes its own loss from log-probs and never reads
 `outputs.loss`, but they still run `model.model`, so the terms are computed in a hook on it. Labels reach that
 hook through a forward pre-hook on this model, which TRL's patched forward and PEFT's wrappers both go through.
-`aux_grad_scale` is 1 / gradient-accumulation steps (set by the trainer callback), matching how trainers scale the
-main loss; `outputs.loss` carries the terms' value (detached) with the same scale, so `Trainer`'s logged loss sums
-to CE + extras over an accumulated step (times the world size under DDP, like Trainer's own token averaging).
+`aux_grad_scale` is 1 / gradient-accumulation steps and `loss_scale` an fp16 GradScaler's scale (both set by the
+trainer callback), matching how trainers scale the main loss; `outputs.loss` carries the terms' value (detached)
+times `aux_grad_scale`, so `Trainer`'s logged loss sums to CE + extras over an accumulated step (times the world
+size under DDP, like Trainer's own token averaging).
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         n = config.num_hidden_layers
         self.model.layers.extend(MtpLayer(config, n + k) for k in range(config.num_nextn_predict_layers or 0))
         self.aux_grad_scale = 1.0
+        self.loss_scale = 1.0  # fp16: the GradScaler's scale, which the main loss's backward carries (set per step)
         self.speculative_generation = False  # True: `generate` drafts with MTP where it can (see `generate`)
         self.speculative_stats = SpeculativeStats()
         self.loss_sums: dict[str, torch.Tensor] = {}  # name -> (sum, count) over training forwards, for logging
@@ -174,7 +176,7 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
             acc = self.loss_sums.setdefault(k, torch.zeros(2, device=v.device))
             acc += torch.stack([v.detach().float(), torch.ones_like(acc[0])])
         self._extras = {k: v.detach() for k, v in extras.items()} | {"total": total.detach()}
-        output.last_hidden_state = _AddLossGrad.apply(hidden, total, self.aux_grad_scale)
+        output.last_hidden_state = _AddLossGrad.apply(hidden, total, self.aux_grad_scale * self.loss_scale)
         return output
 
     def forward(

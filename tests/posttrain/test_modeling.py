@@ -115,3 +115,22 @@ def test_mtp_is_frozen_when_its_loss_weight_is_zero():
     mtp = model.model.layers[model.config.num_hidden_layers :]
     assert not any(p.requires_grad for p in mtp.parameters())
     assert all(p.requires_grad for p in model.model.layers[: model.config.num_hidden_layers].parameters())
+
+
+def test_loss_scale_scales_the_extra_losses_gradient_like_the_main_loss(ids):
+    """What an fp16 GradScaler needs: backward of S * loss with `loss_scale` S gives S times the unscaled grads."""
+    torch.manual_seed(0)
+    model = load_model("tiny", mtp_loss_weight=0.3, seq_balance_alpha=1e-2).train()
+    mtp_weight = model.model.layers[model.config.num_hidden_layers].eh_proj.weight
+
+    def grads(scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        model.loss_scale = scale
+        out = model(input_ids=ids, labels=ids)
+        (scale * torch.nn.functional.cross_entropy(out.logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())).backward()
+        return mtp_weight.grad.clone(), model.model.layers[1].mlp.gate.weight.grad.clone()
+
+    plain, scaled = grads(1.0), grads(1024.0)
+    for a, b in zip(plain, scaled, strict=True):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(b / 1024.0, a)

@@ -150,3 +150,16 @@ def test_bad_cpu_threads_is_a_clear_error():
     for bad in ("many", "0"):
         with pytest.raises(ValueError, match=f"--cpu_threads '{bad}'"):
             ModelArguments(cpu_threads=bad)
+
+
+def test_moe_callback_gives_the_extras_the_fp16_grad_scalers_scale(tmp_path):
+    model = load_model("tiny")
+    scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
+    callback = training_callbacks(model, grad_scaler=scaler)[0]
+    args = TrainingArguments(**_args(tmp_path))
+    callback.on_step_begin(args, None, None)
+    assert model.loss_scale == 256.0
+    scaler.scale(torch.ones(()))  # a step's backward starts the scaler's state
+    scaler.update(128.0)  # it backs off (as after an overflow); the next step follows it
+    callback.on_step_begin(args, None, None)
+    assert model.loss_scale == 128.0
