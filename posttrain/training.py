@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainerCallback
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainerCallback, set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -105,9 +105,15 @@ def load_tokenizer(model_name_or_path: str) -> PreTrainedTokenizerBase:
     return build_tokenizer()
 
 
-def build_model_and_tokenizer(args: ModelArguments):
-    """Load (or random-init) our DeepSeek-V3 model and its tokenizer, with the extras set from `args`."""
+def build_model_and_tokenizer(args: ModelArguments, seed: int | None = None):
+    """Load (or random-init) our DeepSeek-V3 model and its tokenizer, with the extras set from `args`.
+
+    `seed` (the recipe's training seed) seeds torch first, so a random init from a preset repeats from run to run;
+    the Trainer seeds only after the model is built.
+    """
     set_cpu_threads(args.cpu_threads)
+    if seed is not None:
+        set_seed(seed)
     overrides = {"seq_balance_alpha": args.seq_balance_alpha}
     if args.mtp_loss_weight is not None:
         overrides["mtp_loss_weight"] = args.mtp_loss_weight

@@ -65,7 +65,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
 
     if model_args.mtp_loss_weight is None:  # MTP loss is off by default in RL; refresh it afterwards instead
         model_args.mtp_loss_weight = 0.0
-    model, tokenizer = build_model_and_tokenizer(model_args)
+    model, tokenizer = build_model_and_tokenizer(model_args, seed=training_args.seed)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,

@@ -124,7 +124,7 @@ def main(script_args: MTPRefreshArguments, training_args: SFTConfig, model_args:
     if model_args.use_peft:
         raise ValueError("--use_peft: the refresh trains the MTP module's own weights; run it without LoRA")
     model_args.bias_update_speed = 0.0  # the main model's routing must not move
-    model, tokenizer = build_model_and_tokenizer(model_args)
+    model, tokenizer = build_model_and_tokenizer(model_args, seed=training_args.seed)
     trainable = freeze_all_but_mtp(model)
     rows = load_or_sample(script_args, training_args, model, tokenizer)
     held_out = rows[: script_args.eval_size]

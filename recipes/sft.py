@@ -40,7 +40,7 @@ class SFTScriptArguments:
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelArguments) -> None:
     if script_args.dataset_path is None:
         raise ValueError("--dataset_path is required: a mix spec YAML, a built mix dir, or a JSONL/Parquet/CSV file")
-    model, tokenizer = build_model_and_tokenizer(model_args)
+    model, tokenizer = build_model_and_tokenizer(model_args, seed=training_args.seed)
     dataset = load_sft_dataset(script_args.dataset_path, workdir=f"{training_args.output_dir}/data")
     columns = training_columns(dataset, tokenizer, training_args.assistant_only_loss)
     dataset = dataset.select_columns(columns)

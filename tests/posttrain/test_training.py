@@ -15,7 +15,7 @@ from transformers import Trainer, TrainingArguments
 
 from posttrain.model import MoETrainingCallback, add_training_callbacks, load_model, training_callbacks
 from posttrain.tokenizer import build_tokenizer
-from posttrain.training import ModelArguments, cores_per_process, set_cpu_threads
+from posttrain.training import ModelArguments, build_model_and_tokenizer, cores_per_process, set_cpu_threads
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -144,6 +144,17 @@ def test_cpu_threads_auto_shares_the_cores_among_local_processes(monkeypatch):
         assert set_cpu_threads(None) == 1  # unset keeps what the launcher (or a previous call) chose
     finally:
         torch.set_num_threads(before)
+
+
+def test_random_init_from_a_preset_repeats_with_the_training_seed():
+    args = ModelArguments(model_name_or_path="tiny")
+    first, _ = build_model_and_tokenizer(args, seed=42)
+    torch.manual_seed(1234)  # whatever ran before must not matter
+    again, _ = build_model_and_tokenizer(args, seed=42)
+    other, _ = build_model_and_tokenizer(args, seed=43)
+    for (name, a), b, c in zip(first.state_dict().items(), again.state_dict().values(), other.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not all(torch.equal(a, c) for a, c in zip(first.state_dict().values(), other.state_dict().values()))
 
 
 def test_bad_cpu_threads_is_a_clear_error():
