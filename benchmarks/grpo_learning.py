@@ -25,8 +25,8 @@ def main() -> None:
     parser.add_argument("--sft", required=True, help="The SFT checkpoint GRPO starts from.")
     parser.add_argument("--output", required=True, help="Where the GRPO run, eval and plot go.")
     parser.add_argument("--config", default=str(REPO / "recipes/configs/tiny/grpo.yaml"))
-    parser.add_argument("--max_steps", type=int, default=400)
-    parser.add_argument("--save_steps", type=int, default=100)
+    parser.add_argument("--max_steps", type=int, help="Default: the config's.")
+    parser.add_argument("--save_steps", type=int, help="Default: the config's.")
     parser.add_argument("--limit", type=int, default=1000, help="Held-out rows scored per checkpoint.")
     args, extra = parser.parse_known_args()  # anything else goes to the recipe, e.g. --learning_rate 1e-4
 
@@ -34,14 +34,17 @@ def main() -> None:
     from posttrain.pipeline import cpu_threads_per_process
 
     out = Path(args.output)
+    steps_args = []
+    for key in ("max_steps", "save_steps"):
+        if getattr(args, key) is not None:
+            steps_args += [f"--{key}", str(getattr(args, key))]
     run = out / "grpo"
     launched = time.time()  # wall clock: the checkpoints' write times below are measured against it
     subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--mixed_precision", "no",
          "--num_cpu_threads_per_process", str(cpu_threads_per_process(1)),
          str(REPO / "recipes/grpo.py"), "--config", args.config, "--model_name_or_path", args.sft,
-         "--output_dir", str(run), "--max_steps", str(args.max_steps), "--save_steps", str(args.save_steps),
-         "--save_total_limit", "100", "--disable_tqdm", "true", *extra],
+         "--output_dir", str(run), *steps_args, "--save_total_limit", "100", "--disable_tqdm", "true", *extra],
         check=True, cwd=REPO, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
     )
     train_s = time.time() - launched
@@ -54,7 +57,7 @@ def main() -> None:
 
     # When each checkpoint was complete, counted from the launch (model loading included).
     written = [0.0] + [(run / f"checkpoint-{s}" / "trainer_state.json").stat().st_mtime - launched for s in steps[1:]]
-    print(f"GRPO: {args.max_steps} steps in {train_s:.0f} s")
+    print(f"GRPO: {steps[-1]} steps in {train_s:.0f} s")
     print("| step | written after | held-out arithmetic pass@1 |\n|---|---|---|")
     for step, seconds, acc in zip(steps, written, accuracy, strict=True):
         print(f"| {step} | {seconds:.0f} s | {acc:.3f} |")
