@@ -95,7 +95,7 @@ class MathReward(Reward):
             elif answer == gold or _same_number(answer, gold):
                 # Equal strings or equal exact decimals: math-verify would say so too, so skip the round trip.
                 scores[i] = 1.0
-            elif _different_integers(answer, gold):
+            elif _different_integers(answer, gold) or _no_number_for_an_integer(answer, gold):
                 scores[i] = 0.0
             else:
                 tasks.append((gold, answer))
@@ -130,3 +130,12 @@ def _different_integers(a: str, b: str) -> bool:
     x, y = as_number(a), as_number(b)
     return (x is not None and y is not None and x.denominator == y.denominator == 1 and x != y
             and "." not in a + b and max(abs(x), abs(y)) < _EXACT_INTEGERS)
+
+
+def _no_number_for_an_integer(answer: str, gold: str) -> bool:
+    # Without a digit or a LaTeX command an answer names no number (words, "None", a weak model's noise) and is
+    # wrong for an integer gold; math-verify would spend up to 0.1 s in sympy to say so. The one difference, on
+    # purpose: constant-only expressions sympy reduces to an integer ("e/e", "pi-pi") score 0 here, as a grader
+    # asking for a number would score them.
+    x = as_number(gold)
+    return x is not None and x.denominator == 1 and not any(c.isdigit() or c == "\\" for c in answer)

@@ -82,6 +82,15 @@ def test_fast_paths_agree_with_math_verify():
     assert fast == [float(verify_answers(g, a)) for a, g in pairs] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
 
 
+def test_answers_naming_no_number_score_zero_for_integer_golds_without_math_verify(monkeypatch):
+    # A weak model's noise: math-verify says no to each (slowly); the reward says so without asking it.
+    pairs = [("None", "85"), ("auE the", "479"), ("one", "1"), ("pi", "3"), ("ft", "478")]
+    assert [verify_answers(g, a) for a, g in pairs] == [False] * len(pairs)
+    reward = MathReward()
+    monkeypatch.setattr(reward, "_verifier", lambda: pytest.fail("sent to math-verify"))
+    assert reward(completions=[f"The answer is {a}" for a, _ in pairs], solution=[g for _, g in pairs]) == [0.0] * 5
+
+
 @needs_gsm8k
 def test_all_gsm8k_gold_answers_verify_and_shifted_ones_do_not(math_reward):
     rows = [json.loads(line) for line in GSM8K.read_text().splitlines()]
