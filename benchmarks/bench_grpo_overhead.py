@@ -18,13 +18,17 @@ import statistics
 import tempfile
 import time
 
-import torch
 from trl import GRPOConfig, GRPOTrainer
 from trl.rewards import accuracy_reward, think_format_reward
 
 import rewards
 from data_tools import load_prompts
-from posttrain.training import ModelArguments, RewardFailuresCallback, attach, build_model_and_tokenizer
+from posttrain.training import (
+    ModelArguments,
+    RewardFailuresCallback,
+    attach,
+    build_model_and_tokenizer,
+)
 
 
 def run_arm(ours: bool, model, tokenizer, dataset, steps: int, completion_len: int) -> list[float]:
@@ -56,8 +60,8 @@ def main() -> None:
     parser.add_argument("--completion_len", type=int, default=64)
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    model, tokenizer = build_model_and_tokenizer(ModelArguments(model_name_or_path=args.model, mtp_loss_weight=0.0))
+    model, tokenizer = build_model_and_tokenizer(ModelArguments(model_name_or_path=args.model, mtp_loss_weight=0.0),
+                                                 seed=0)
     dataset = load_prompts(tasks=["arithmetic"], n=512, seed=0)
     times = {"bare TRL": [], "posttrain": []}
     for round_ in range(args.rounds):
