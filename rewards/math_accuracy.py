@@ -90,14 +90,8 @@ class MathReward(Reward):
             if gold is None:
                 continue
             answer = final_answer(text)
-            if answer is None:
-                scores[i] = 0.0
-            elif answer == gold or _same_number(answer, gold):
-                # Equal strings or equal exact decimals: math-verify would say so too, so skip the round trip.
-                scores[i] = 1.0
-            elif _different_integers(answer, gold) or _no_number_for_an_integer(answer, gold):
-                scores[i] = 0.0
-            else:
+            scores[i] = 0.0 if answer is None else _settled(answer, gold)
+            if scores[i] is None:
                 tasks.append((gold, answer))
                 where.append(i)
         if tasks:
@@ -117,25 +111,30 @@ class MathReward(Reward):
         return self._pool
 
 
-def _same_number(a: str, b: str) -> bool:
-    x, y = as_number(a), as_number(b)
-    return x is not None and x == y
-
-
 # Below this, distinct integers stay distinct in math-verify's 15-digit numeric comparison too.
 _EXACT_INTEGERS = 10**12
 
 
-def _different_integers(a: str, b: str) -> bool:
-    x, y = as_number(a), as_number(b)
-    return (x is not None and y is not None and x.denominator == y.denominator == 1 and x != y
-            and "." not in a + b and max(abs(x), abs(y)) < _EXACT_INTEGERS)
+def _settled(answer: str, gold: str) -> float | None:
+    """The verdict where it needs no math-verify round trip (the one it would give), else None.
 
-
-def _no_number_for_an_integer(answer: str, gold: str) -> bool:
+    >>> _settled("1080.0", "1080"), _settled("41", "42"), _settled("None", "85"), _settled("x = 5", "5")
+    (1.0, 0.0, 0.0, None)
+    """
+    if answer == gold:
+        return 1.0
+    x, y = as_number(answer), as_number(gold)
+    if x is not None and x == y:  # equal exact decimals
+        return 1.0
+    if y is None or y.denominator != 1:
+        return None
+    if (x is not None and x.denominator == 1 and "." not in answer + gold
+            and max(abs(x), abs(y)) < _EXACT_INTEGERS):  # distinct integers
+        return 0.0
     # Without a digit or a LaTeX command an answer names no number (words, "None", a weak model's noise) and is
     # wrong for an integer gold; math-verify would spend up to 0.1 s in sympy to say so. The one difference, on
     # purpose: constant-only expressions sympy reduces to an integer ("e/e", "pi-pi") score 0 here, as a grader
     # asking for a number would score them.
-    x = as_number(gold)
-    return x is not None and x.denominator == 1 and not any(c.isdigit() or c == "\\" for c in answer)
+    if not any(c.isdigit() or c == "\\" for c in answer):
+        return 0.0
+    return None
