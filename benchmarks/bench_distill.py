@@ -2,7 +2,7 @@
 
     python benchmarks/bench_distill.py [--model CKPT] [--prompts 64] [--n 4] [--batch-size 16] [--max-new-tokens 64]
 
-Both arms call `HFBackend.generate` (which calls `eval.generate.generate`) on the same builtin arithmetic prompts
+Both arms call `HFBackend.generate` (which calls `posttrain.generation.generate`) on the same builtin arithmetic prompts
 with the same sampling parameters; only `teacher.batch_size` differs (B prompts x n samples per `generate` call vs
 1 prompt x n samples). Without `--model` a random-init tiny checkpoint is written to a temporary dir (it never
 stops early, so both arms generate exactly prompts x n x max_new_tokens tokens). One warm-up call runs first.

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_mtp.py --model outputs/tiny/sft/final [--prompts 64] [--batch-sizes 1 16]
 
-Same model, same prompts (builtin held-out tasks through the chat template), greedy, `eval.generate.generate`
+Same model, same prompts (builtin held-out tasks through the chat template), greedy, `posttrain.generation.generate`
 with and without `speculative=True`; the two outputs are checked to be the same text. Reported per batch size:
 
     tokens/s          generated tokens (end token included) / wall seconds, both paths
@@ -83,7 +83,7 @@ def run_costs(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) -
     step in speculative decoding (`main_2`) and of an MTP drafting call (`mtp`, its block and head), from one
     instrumented run of each path; prefills are left out."""
     import posttrain.model.speculative as speculative
-    from eval.generate import generate
+    from posttrain.generation import generate
 
     calls: dict[str, list[float]] = {}
     started: list[float] = []
@@ -136,7 +136,7 @@ def run_costs(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) -
 def run(model_dir: str, num_prompts: int, batch_sizes: list[int], max_new_tokens: int, tasks: list[str],
         repeats: int = 3) -> dict:
     from data_tools.generators import generate as builtin_rows
-    from eval.generate import encode_prompts, generate, load_checkpoint
+    from posttrain.generation import encode_prompts, generate, load_checkpoint
     from posttrain.model.speculative import SpeculativeStats
 
     model, tokenizer = load_checkpoint(model_dir, device="cpu")

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoTokenizer
 
 from eval.benchmarks import Benchmark, load_benchmark
-from eval.generate import check_sampling, encode_prompts, generate, generate_vllm, load_checkpoint, load_vllm
+from posttrain.generation import check_sampling, encode_prompts, generate, generate_vllm, load_checkpoint, load_vllm
 from eval.report import checkpoint_step, write_report, write_results
 from eval.scoring import Result, score
 from posttrain.model.speculative import SpeculativeStats

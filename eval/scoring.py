@@ -15,7 +15,7 @@ from rewards import get_reward
 from rewards.answer_extraction import final_answer
 
 from eval.benchmarks import Benchmark
-from eval.generate import Completion
+from posttrain.generation import Completion
 from eval.metrics import aggregate, is_correct
 
 # How the majority vote reads an answer, per reward; rewards without one (code) get no maj@k.

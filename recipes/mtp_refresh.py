@@ -6,7 +6,7 @@
 RL moves the main model; the MTP module (not trained in RL) keeps drafting for the old policy and its acceptance,
 so the serving speed-up, decays. This stage:
 
-1. Samples completions from the policy itself (`eval.generate.generate`) for builtin prompts or the prompts of
+1. Samples completions from the policy itself (`posttrain.generation.generate`) for builtin prompts or the prompts of
    `dataset_path` (or, with `regenerate: false`, takes `dataset_path`'s conversations as they are), once, into
    `<output_dir>/samples.jsonl` (written by the main process, atomically; a resumed run reuses it).
 2. Trains with TRL's `SFTTrainer`, every non-MTP parameter frozen (`requires_grad=False`). The trainer still

@@ -2,7 +2,7 @@
 endpoint), `vllm` (offline `vllm.LLM`, optional extra).
 
 Every backend answers `generate(conversations, counts, seed)` with `counts[i]` `Generation`s for conversation i.
-The `hf` and `vllm` backends are thin adapters over `eval.generate` (the project's one generation loop); the
+The `hf` and `vllm` backends are thin adapters over `posttrain.generation` (the project's one generation loop); the
 `openai` backend sends one request per sample from a bounded thread pool, retries 429/5xx/timeouts/refused
 connections with exponential backoff, and records a request that still fails as a `Generation` with `error`
 set instead of stopping the run.
@@ -55,16 +55,16 @@ class Backend(Protocol):
 
 
 class HFBackend:
-    """A local checkpoint sampled with `eval.generate.generate` in batches of prompts."""
+    """A local checkpoint sampled with `posttrain.generation.generate` in batches of prompts."""
 
     def __init__(self, teacher: TeacherConfig, sampling: SamplingConfig) -> None:
-        from eval.generate import load_checkpoint
+        from posttrain.generation import load_checkpoint
 
         self.teacher, self.sampling = teacher, sampling
         self.model, self.tokenizer = load_checkpoint(teacher.model, device=teacher.device)
 
     def generate(self, conversations: Sequence[Conversation], counts: Sequence[int], seed: int) -> list[list[Generation]]:
-        from eval.generate import encode_prompts, generate
+        from posttrain.generation import encode_prompts, generate
 
         ids = encode_prompts(self.tokenizer, conversations)
         out: list[list[Generation]] = [[] for _ in conversations]
@@ -96,14 +96,14 @@ class VLLMBackend(HFBackend):
     def __init__(self, teacher: TeacherConfig, sampling: SamplingConfig) -> None:
         from transformers import AutoTokenizer
 
-        from eval.generate import load_vllm
+        from posttrain.generation import load_vllm
 
         self.teacher, self.sampling = teacher, sampling
         self.tokenizer = AutoTokenizer.from_pretrained(teacher.model)
         self.model = load_vllm(teacher.model, seed=sampling.seed, **teacher.vllm_kwargs)
 
     def generate(self, conversations: Sequence[Conversation], counts: Sequence[int], seed: int) -> list[list[Generation]]:
-        from eval.generate import encode_prompts, generate_vllm
+        from posttrain.generation import encode_prompts, generate_vllm
 
         ids = encode_prompts(self.tokenizer, conversations)
         out: list[list[Generation]] = [[] for _ in conversations]

@@ -13,7 +13,7 @@ exists: the prompt, padding and the position after the end token are not counted
 count every real token. For D > 1 the expected accepted length per step is the mean over counted positions of the
 number of leading depths accepted (drafting stops at the first rejection); tokens per main-model step is one more.
 The chain is teacher-forced (depth k embeds the text token, not depth k-1's draft), which is the decoding chain
-exactly when the text is the model's own greedy output, e.g. completions generated with `eval/generate.py`.
+exactly when the text is the model's own greedy output, e.g. completions generated with `posttrain/generation.py`.
 
 >>> import torch
 >>> from posttrain.model import load_model
@@ -182,9 +182,9 @@ def own_completions(
     model: nn.Module, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int, temperature: float = 0.0,
     batch_size: int = 16, seed: int = 0, desc: str = "completions",
 ) -> list[list[dict]]:
-    """Each prompt conversation followed by the model's own answer (`eval.generate.generate`, in eval mode; the
+    """Each prompt conversation followed by the model's own answer (`posttrain.generation.generate`, in eval mode; the
     model's mode is restored): greedy at temperature 0, else sampled."""
-    from eval.generate import encode_prompts, generate
+    from posttrain.generation import encode_prompts, generate
 
     was_training = model.training
     model.eval()
@@ -208,7 +208,7 @@ def read_rows(
     Parquet, CSV, a `datasets` dir, a built mix) or `builtin:<task>[:split]` (default split heldout).
 
     With `model` and `max_new_tokens` > 0 the answers are replaced by the model's own greedy completions of the
-    prompts (everything before the first assistant turn), `eval.generate.generate` with that many new tokens.
+    prompts (everything before the first assistant turn), `posttrain.generation.generate` with that many new tokens.
     """
     from data_tools import read_source
     from data_tools.loading import split_at_answer

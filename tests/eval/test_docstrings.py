@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["eval", "eval.benchmarks", "eval.generate", "eval.harness", "eval.metrics", "eval.report",
+MODULES = ["eval", "eval.benchmarks", "posttrain.generation", "eval.harness", "eval.metrics", "eval.report",
            "eval.run", "eval.scoring"]
 
 

@@ -7,7 +7,7 @@ import torch
 from scipy.stats import chi2_contingency
 from transformers import GenerationConfig
 
-from eval.generate import generate
+from posttrain.generation import generate
 from posttrain.model import load_model
 from posttrain.model.speculative import (
     SpeculativeStats,
@@ -70,7 +70,7 @@ def test_model_generate_drafts_with_mtp_when_switched_on():
 
 
 def test_eval_generate_option_matches_plain(tiny_checkpoint):
-    from eval.generate import load_checkpoint
+    from posttrain.generation import load_checkpoint
 
     model, tokenizer = load_checkpoint(tiny_checkpoint, device="cpu")
     copy_mtp(model)

@@ -9,14 +9,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from eval.generate import encode_prompts, generate, load_checkpoint, load_vllm
+from posttrain.generation import encode_prompts, generate, load_checkpoint, load_vllm
 
 PROMPTS = ["What is 12 + 7?", "Reverse the string 'hello world' and then count its letters, please.", "Hi"]
 
 
 @pytest.fixture(scope="module")
-def model_and_tokenizer(tiny_run: Path):
-    return load_checkpoint(tiny_run / "checkpoint-1", device="cpu")
+def model_and_tokenizer(tiny_checkpoint: Path):
+    return load_checkpoint(tiny_checkpoint, device="cpu")
 
 
 def test_batched_greedy_matches_one_prompt_at_a_time(model_and_tokenizer) -> None:
@@ -52,9 +52,11 @@ def test_chat_template_wraps_string_prompts_and_can_be_turned_off(model_and_toke
     assert tokenizer.decode(raw[0]) == "2+2?"
 
 
-def test_project_loader_generates_exactly_what_plain_from_pretrained_does(model_and_tokenizer, tiny_run: Path) -> None:
+def test_project_loader_generates_exactly_what_plain_from_pretrained_does(
+    model_and_tokenizer, tiny_checkpoint: Path
+) -> None:
     model, tokenizer = model_and_tokenizer
-    plain = AutoModelForCausalLM.from_pretrained(tiny_run / "checkpoint-1", dtype=torch.float32).eval()
+    plain = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32).eval()
     ids = encode_prompts(tokenizer, PROMPTS)
     assert generate(model, tokenizer, ids, max_new_tokens=8) == generate(plain, tokenizer, ids, max_new_tokens=8)
 
