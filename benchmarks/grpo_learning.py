@@ -31,7 +31,7 @@ def main() -> None:
     args, extra = parser.parse_known_args()  # anything else goes to the recipe, e.g. --learning_rate 1e-4
 
     import eval as evaluation
-    from posttrain.pipeline import cpu_threads_per_process
+    from posttrain.app.pipeline import cpu_threads_per_process
 
     out = Path(args.output)
     steps_args = []

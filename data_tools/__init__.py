@@ -3,7 +3,8 @@
 - `data_tools.generators`: `generate`, `iter_rows`, `prompt_dataset`, `TASKS` (offline, seeded, train/heldout).
 - `build_mix(spec, output, on_error="raise")`: a YAML mix spec -> a training-ready `datasets` dir + stats.
 - `load_mix(path)`: a built mix; `read_source(source)`: any source the builder reads, as canonical rows.
-- `load_sft_dataset(path, workdir)` and `load_prompts(...)`: what the SFT and GRPO recipes call.
+- `load_sft_dataset(path, workdir)` and `load_prompts(...)`: what the SFT and GRPO recipes call; `tokenized_rows`:
+  the rows `posttrain model mtp-acceptance` measures.
 
 Names are imported on first use, so `import data_tools.generators` stays free of datasets and pyarrow.
 """

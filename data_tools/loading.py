@@ -81,3 +81,37 @@ def load_prompts(
     rows = rows.map(to_prompt, input_columns="messages", remove_columns=[c for c in rows.column_names
                                                                            if c not in columns])
     return rows.select_columns(["prompt", *columns, "reference"])
+
+
+def tokenized_rows(
+    data: str, tokenizer: Any, limit: int | None = None, seed: int = 0, model: Any = None, max_new_tokens: int = 0,
+    batch_size: int = 16,
+) -> list[dict[str, Any]]:
+    """Tokenized rows (`input_ids`, `assistant_masks`) from `data`, as `posttrain.model.acceptance.acceptance_on_rows`
+    takes them: any dataset the mix builder reads (JSONL, Parquet, CSV, a `datasets` dir, a built mix) or
+    `builtin:<task>[:split]` (default split heldout).
+
+    With `model` and `max_new_tokens` > 0 the answers are replaced by the model's own greedy completions of the
+    prompts (everything before the first assistant turn), `posttrain.generation.generate` with that many new tokens.
+    """
+    from posttrain.generation import own_completions
+    from posttrain.model.acceptance import tokenize_conversations
+
+    if data.startswith("builtin:"):
+        _, task, *split = data.split(":")
+        source = {"builtin": task, "rows": limit or 200, "split": split[0] if split else "heldout"}
+    else:
+        source = {"path": data, "domain": "unknown"}
+        if limit:
+            source["rows"] = limit
+    generating = model is not None and max_new_tokens > 0
+    ds = read_source(source, seed=seed, **({"require_response": False} if generating else {"tokenizer": tokenizer}))
+    if limit is not None:
+        ds = ds.select(range(min(limit, ds.num_rows)))
+    if generating:
+        prompts = [split_at_answer(m)[0] for m in ds["messages"]]
+        answered = own_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                   desc="greedy completions")
+        return tokenize_conversations(tokenizer, answered)
+    return [{"input_ids": r["input_ids"], "assistant_masks": r["assistant_masks"]}
+            for r in ds.select_columns(["input_ids", "assistant_masks"])]

@@ -234,3 +234,17 @@ def generate_vllm(
     return [
         [Completion(o.text, len(o.token_ids), o.finish_reason == "length") for o in out.outputs] for out in outputs
     ]
+
+
+def own_completions(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[dict]], *, max_new_tokens: int,
+    temperature: float = 0.0, batch_size: int = 16, seed: int = 0, desc: str = "completions",
+) -> list[list[dict]]:
+    """Each prompt conversation followed by the model's own answer (`generate`, in eval mode; the model's mode is
+    restored): greedy at temperature 0, else sampled."""
+    was_training = model.training
+    model.eval()
+    out = generate(model, tokenizer, encode_prompts(tokenizer, prompts), max_new_tokens=max_new_tokens,
+                   temperature=temperature, batch_size=batch_size, seed=seed, desc=desc)
+    model.train(was_training)
+    return [[*p, {"role": "assistant", "content": c[0].text}] for p, c in zip(prompts, out, strict=True)]

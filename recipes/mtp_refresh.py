@@ -33,7 +33,8 @@ from trl import SFTConfig, SFTTrainer, TrlParser
 
 from data_tools import load_prompts, read_source
 from posttrain.files import write_atomic
-from posttrain.model.acceptance import acceptance_on_rows, own_completions, tokenize_conversations
+from posttrain.generation import own_completions
+from posttrain.model.acceptance import acceptance_on_rows, tokenize_conversations
 from posttrain.model.speculative import mtp_layers
 from posttrain.training import ModelArguments, build_model_and_tokenizer, finish, train
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from posttrain.pipeline import load_pipeline_config, run_pipeline
+from posttrain.app.pipeline import load_pipeline_config, run_pipeline
 
 
 def main() -> None:

@@ -178,56 +178,7 @@ def acceptance_on_rows(
     return total
 
 
-def own_completions(
-    model: nn.Module, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int, temperature: float = 0.0,
-    batch_size: int = 16, seed: int = 0, desc: str = "completions",
-) -> list[list[dict]]:
-    """Each prompt conversation followed by the model's own answer (`posttrain.generation.generate`, in eval mode; the
-    model's mode is restored): greedy at temperature 0, else sampled."""
-    from posttrain.generation import encode_prompts, generate
-
-    was_training = model.training
-    model.eval()
-    out = generate(model, tokenizer, encode_prompts(tokenizer, prompts), max_new_tokens=max_new_tokens,
-                   temperature=temperature, batch_size=batch_size, seed=seed, desc=desc)
-    model.train(was_training)
-    return [[*p, {"role": "assistant", "content": c[0].text}] for p, c in zip(prompts, out, strict=True)]
-
-
 def tokenize_conversations(tokenizer, conversations: list[list[dict]]) -> list[dict]:
     """`input_ids` and `assistant_masks` of each conversation, as `acceptance_on_rows` takes them."""
     return [tokenizer.apply_chat_template(m, return_dict=True, return_assistant_tokens_mask=True)
             for m in conversations]
-
-
-def read_rows(
-    data: str, tokenizer, limit: int | None = None, seed: int = 0, model: nn.Module | None = None,
-    max_new_tokens: int = 0, batch_size: int = 16,
-) -> list[dict]:
-    """Tokenized rows (`input_ids`, `assistant_masks`) from `data`: any dataset the mix builder reads (JSONL,
-    Parquet, CSV, a `datasets` dir, a built mix) or `builtin:<task>[:split]` (default split heldout).
-
-    With `model` and `max_new_tokens` > 0 the answers are replaced by the model's own greedy completions of the
-    prompts (everything before the first assistant turn), `posttrain.generation.generate` with that many new tokens.
-    """
-    from data_tools import read_source
-    from data_tools.loading import split_at_answer
-
-    if data.startswith("builtin:"):
-        _, task, *split = data.split(":")
-        source = {"builtin": task, "rows": limit or 200, "split": split[0] if split else "heldout"}
-    else:
-        source = {"path": data, "domain": "unknown"}
-        if limit:
-            source["rows"] = limit
-    generating = model is not None and max_new_tokens > 0
-    ds = read_source(source, seed=seed, **({"require_response": False} if generating else {"tokenizer": tokenizer}))
-    if limit is not None:
-        ds = ds.select(range(min(limit, ds.num_rows)))
-    if generating:
-        prompts = [split_at_answer(m)[0] for m in ds["messages"]]
-        answered = own_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                   desc="greedy completions")
-        return tokenize_conversations(tokenizer, answered)
-    return [{"input_ids": r["input_ids"], "assistant_masks": r["assistant_masks"]}
-            for r in ds.select_columns(["input_ids", "assistant_masks"])]

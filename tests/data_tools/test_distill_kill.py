@@ -22,7 +22,7 @@ PROMPTS, N = 24, 3
 
 
 def _command(config: Path) -> list[str]:
-    return [sys.executable, "-m", "posttrain.cli", "distill", "generate", "--config", str(config)]
+    return [sys.executable, "-m", "posttrain.app.cli", "distill", "generate", "--config", str(config)]
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 
 from data_tools import build_mix, load_mix, load_prompts, load_sft_dataset, load_spec, parse_spec, read_source
 from data_tools import sources as sources_module
-from posttrain.cli import main
+from posttrain.app.cli import main
 from posttrain.tokenizer import build_tokenizer
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from posttrain.cli import main
+from posttrain.app.cli import main
 from posttrain.model import load_config, load_model
 from posttrain.model.info import model_info
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from posttrain.cli import main
+from posttrain.app.cli import main
 from posttrain.model import load_model
 from posttrain.model.acceptance import draft_checks, mtp_acceptance
 from posttrain.model.speculative import speculative_generate

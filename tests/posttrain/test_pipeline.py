@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.pipeline import load_pipeline_config, run_pipeline, stage_command
+from posttrain.app.pipeline import load_pipeline_config, run_pipeline, stage_command
 
 # A stand-in recipe: copies --model_name_or_path to <output_dir>/final, as a finished recipe leaves it, and counts runs.
 COPY_RECIPE = textwrap.dedent('''

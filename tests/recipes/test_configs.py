@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from trl import GRPOConfig, SFTConfig, TrlParser
 
-from posttrain.pipeline import load_pipeline_config
+from posttrain.app.pipeline import load_pipeline_config
 from posttrain.training import ModelArguments
 from tests.recipes.conftest import REPO, load_recipe
 

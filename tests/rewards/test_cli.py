@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from posttrain.cli import main
+from posttrain.app.cli import main
 
 
 def write_rows(path, rows):

@@ -5,7 +5,7 @@ import pytest
 
 MODULES = ["rewards", "rewards.base", "rewards.registry", "rewards.answer_extraction", "rewards.math_accuracy",
            "rewards.code_execution", "rewards.think_format", "rewards.length_shaping", "rewards.repetition",
-           "rewards.reference_steps", "rewards.completion_length", "rewards.model_inputs", "rewards.judge", "posttrain.commands.rewards"]
+           "rewards.reference_steps", "rewards.completion_length", "rewards.model_inputs", "rewards.judge", "posttrain.app.commands.rewards"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -113,7 +113,7 @@ def test_installed_plugin_is_found_through_its_entry_point(tmp_path):
         assert ("exact", "plugin (posttrain-test-plugin)") in [(i.name, i.origin) for i in list_rewards()]
         reward = get_reward({"name": "exact", "target": "no"})
         assert (reward.__name__, reward(completions=["no", "yes"])) == ("exact", [1.0, 0.0])
-        listed = subprocess.run([sys.executable, "-m", "posttrain.cli", "rewards", "list"], capture_output=True,
+        listed = subprocess.run([sys.executable, "-m", "posttrain.app.cli", "rewards", "list"], capture_output=True,
                                 text=True, check=True).stdout
         assert "exact" in listed and "posttrain_test_plugin:make_exact" in listed
     finally:

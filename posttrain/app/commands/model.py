@@ -1,6 +1,6 @@
 """`posttrain model ...`: inspect configs and write random-init checkpoints.
 
->>> from posttrain.cli import main
+>>> from posttrain.app.cli import main
 >>> main(["model", "info", "--preset", "deepseek-v3", "--json"])  # doctest: +SKIP
 """
 
@@ -50,14 +50,15 @@ def cmd_mtp_acceptance(args: argparse.Namespace) -> int:
     import torch
 
     from posttrain.model import load_model
-    from posttrain.model.acceptance import acceptance_on_rows, read_rows
+    from data_tools.loading import tokenized_rows
+    from posttrain.model.acceptance import acceptance_on_rows
     from posttrain.training import load_tokenizer
 
     try:
         model = load_model(args.model).to(args.device).eval()
         tokenizer = load_tokenizer(args.model)
-        rows = read_rows(args.data, tokenizer, limit=args.limit, model=model, max_new_tokens=args.generate,
-                         batch_size=args.batch_size)
+        rows = tokenized_rows(args.data, tokenizer, limit=args.limit, model=model, max_new_tokens=args.generate,
+                              batch_size=args.batch_size)
         torch.manual_seed(0)
         result = acceptance_on_rows(model, rows, batch_size=args.batch_size, depths=args.depths,
                                     pad_token_id=tokenizer.pad_token_id or 0)

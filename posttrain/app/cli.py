@@ -1,6 +1,6 @@
 """The `posttrain` console script: one subcommand group per package.
 
-Each group lives in `posttrain/commands/<name>.py` and exposes `register(subparsers)`; groups are imported
+Each group lives in `posttrain/app/commands/<name>.py` and exposes `register(subparsers)`; groups are imported
 lazily so `posttrain rewards ...` never pays for importing the model code.
 """
 
@@ -26,7 +26,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     chosen = next((a for a in (argv or []) if not a.startswith("-")), None)
     for name, help_text in COMMANDS.items():
         if name == chosen:
-            importlib.import_module(f"posttrain.commands.{name}").register(sub)
+            importlib.import_module(f"posttrain.app.commands.{name}").register(sub)
         else:
             sub.add_parser(name, help=help_text, add_help=False)
     return parser

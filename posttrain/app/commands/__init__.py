@@ -1,0 +1,1 @@
+"""The `posttrain` command's groups, one module each with `register(subparsers)` (see `posttrain.app.cli`)."""
