@@ -23,12 +23,8 @@ from trl.rewards import accuracy_reward, think_format_reward
 
 import rewards
 from data_tools import load_prompts
-from posttrain.training import (
-    ModelArguments,
-    RewardFailuresCallback,
-    attach,
-    build_model_and_tokenizer,
-)
+from posttrain.training import ModelArguments, attach, build_model_and_tokenizer
+from rewards.failure_callback import RewardFailuresCallback
 
 
 def run_arm(ours: bool, model, tokenizer, dataset, steps: int, completion_len: int) -> list[float]:

@@ -31,7 +31,7 @@ def main() -> None:
     args, extra = parser.parse_known_args()  # anything else goes to the recipe, e.g. --learning_rate 1e-4
 
     import eval as evaluation
-    from posttrain.app.pipeline import cpu_threads_per_process
+    from posttrain.cpu_threads import launch_threads
 
     out = Path(args.output)
     steps_args = []
@@ -42,7 +42,7 @@ def main() -> None:
     launched = time.time()  # wall clock: the checkpoints' write times below are measured against it
     subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--mixed_precision", "no",
-         "--num_cpu_threads_per_process", str(cpu_threads_per_process(1)),
+         "--num_cpu_threads_per_process", str(launch_threads(1)),
          str(REPO / "recipes/grpo.py"), "--config", args.config, "--model_name_or_path", args.sft,
          "--output_dir", str(run), *steps_args, "--save_total_limit", "100", "--disable_tqdm", "true", *extra],
         check=True, cwd=REPO, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},

@@ -17,9 +17,9 @@ from typing import Any
 _EXPORTS = {
     "load_prompts": "data_tools.loading",
     "load_sft_dataset": "data_tools.loading",
+    "tokenized_rows": "data_tools.loading",
     "build_mix": "data_tools.mix",
     "load_mix": "data_tools.mix",
-    "load_tokenizer": "data_tools.mix",
     "read_source": "data_tools.sources",
     "DecontaminateSpec": "data_tools.spec",
     "DedupeSpec": "data_tools.spec",

@@ -4,7 +4,7 @@ training-ready `datasets` dir (tokenized with the target tokenizer) plus its rep
 Output dir: `save_to_disk` shards with columns `id`, `domain`, `source`, `messages`, `solution`, `tests`,
 `entry_point` (None where absent), `input_ids`, `assistant_masks`, `num_tokens`; `stats.json`, `stats.md`,
 `decontaminated.jsonl` (the rows dropped for overlapping an evaluation set). The dir is complete or absent: it is
-written under a temporary name and renamed, `stats.json` last.
+written under a temporary name, fsynced and renamed (`posttrain.files.replacing_dir`), `stats.json` last.
 """
 
 from __future__ import annotations
@@ -31,24 +31,11 @@ from data_tools.sources import process_source
 from data_tools.spec import MixSpec, load_spec
 from data_tools.stats import count_by, markdown, token_summary
 from data_tools.text_hashes import NearDuplicateHasher
+from posttrain.files import replacing_dir
 
 logger = logging.getLogger(__name__)
 ON_ERROR = ("raise", "skip")
 STATS_FILE = "stats.json"
-
-
-def load_tokenizer(name: str | None) -> Any:
-    """The target tokenizer: a local dir or hub name, or the embedded tiny default when None."""
-    if name is None:
-        from posttrain.tokenizer import build_tokenizer
-
-        return build_tokenizer()
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except Exception as exc:  # noqa: BLE001 - any loading failure names the option
-        raise ValueError(f"tokenizer: cannot load {name!r} (a tokenizer dir or hub name): {exc}") from None
 
 
 def _eval_ngrams(spec: MixSpec, workdir: str) -> EvalNgrams | None:
@@ -93,6 +80,8 @@ def build_mix(spec: MixSpec | str | Path, output: str | Path, on_error: str = "r
     if num_proc > 1:
         # Workers tokenize one batch each on their own core; Rust threads inside them would only contend.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from posttrain.model.io import load_tokenizer  # here: importing the model code costs seconds
+
     tokenizer = load_tokenizer(spec.tokenizer)
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix=f".{output.name}.work-", dir=output.parent)
@@ -121,19 +110,16 @@ def build_mix(spec: MixSpec | str | Path, output: str | Path, on_error: str = "r
         mix = rows.select(selection.order)
         mix = mix.remove_columns([c for c in mix.column_names if c.startswith("_") or c == "prompt"]
                                  + ([] if spec.assistant_masks else ["assistant_masks"]))
-        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-        # One process: datasets saves with a "spawn" pool, whose start-up (re-importing everything) costs more
-        # than writing Arrow batches.
-        mix.save_to_disk(str(staging))
-        logger.info("saved after %.1f s", time.time() - started)
-        _write_decontaminated(rows, selection, staging / "decontaminated.jsonl")
-        stats = _stats(spec, rows, selection, targets, tokenizer, started) | {"spec_sha256": spec_sha256,
-                                                                             "spec": dataclasses.asdict(spec)}
-        (staging / "stats.md").write_text(markdown(stats))
-        (staging / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
+        with replacing_dir(output) as staging:
+            # One process: datasets saves with a "spawn" pool, whose start-up (re-importing everything) costs more
+            # than writing Arrow batches.
+            mix.save_to_disk(str(staging))
+            logger.info("saved after %.1f s", time.time() - started)
+            _write_decontaminated(rows, selection, staging / "decontaminated.jsonl")
+            stats = _stats(spec, rows, selection, targets, tokenizer, started) | {"spec_sha256": spec_sha256,
+                                                                                 "spec": dataclasses.asdict(spec)}
+            (staging / "stats.md").write_text(markdown(stats))
+            (staging / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     logger.info("mix: %d rows in %s (%.1f s)", stats["rows"], output, stats["seconds"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -89,9 +89,9 @@ class NearDuplicateHasher:
     `MinHash` object per text, which costs several times more.
     """
 
-    threshold: float = field(default=0.8, metadata={"help": "Jaccard similarity the bands are tuned for."})
-    num_perm: int = field(default=64, metadata={"help": "MinHash permutations."})
-    shingle: int = field(default=5, metadata={"help": "Words per shingle."})
+    threshold: float  # the options and their defaults are `data_tools.spec.DedupeSpec`'s
+    num_perm: int
+    shingle: int
 
     def __post_init__(self) -> None:
         lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
@@ -133,7 +133,7 @@ class NearDuplicateHasher:
     def band_keys(self, texts: list[str]) -> np.ndarray:
         """One 63-bit key per LSH band of each text's signature, (texts, bands) int64.
 
-        >>> hasher = NearDuplicateHasher()
+        >>> hasher = NearDuplicateHasher(threshold=0.8, num_perm=64, shingle=5)
         >>> text = " ".join(f"word{i}" for i in range(100))
         >>> a, b, c = hasher.band_keys([text, text + " and one more", "other text"])
         >>> len(a) == hasher.bands, bool(set(a) & set(b)), bool(set(a) & set(c))

@@ -15,15 +15,13 @@ formatted, so LaTeX braces such as `\\boxed{}` are safe). gsm8k and humaneval ha
 
 from __future__ import annotations
 
-import gzip
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from data_tools.generators import TASKS
 from data_tools.generators import generate as generate_task
+from posttrain.files import read_jsonl
 from rewards import get_reward
 
 BUILTIN_ROWS, BUILTIN_SEED = 200, 0  # a builtin task's held-out benchmark: its first 200 problems for seed 0
@@ -110,24 +108,6 @@ def load_benchmark(spec: str, prompt_template: str | None = None, limit: int | N
     return bench
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; errors name the file and line."""
-    if not path.is_file():
-        raise FileNotFoundError(f"benchmark file {path} does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} row {number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path} row {number}: expected a JSON object, got {type(row).__name__}")
-            yield number, row
-
-
 def _require(path: Path | str, number: int, row: dict[str, Any], columns: tuple[str, ...], why: str) -> None:
     for column in columns:
         if row.get(column) is None:
@@ -143,7 +123,7 @@ def _gsm8k(path: str | None) -> Benchmark:
         records = enumerate(datasets.load_dataset("openai/gsm8k", "main", split="test"), start=1)
         source = "hub:openai/gsm8k main test"
     else:
-        records, source = _read_jsonl(Path(path)), path
+        records, source = read_jsonl(Path(path)), path
     rows = []
     for number, record in records:
         _require(source, number, record, ("question", "answer"), "gsm8k rows have 'question' and 'answer'")
@@ -158,7 +138,7 @@ def _humaneval(path: str | None) -> Benchmark:
 
     file = Path(path or HUMAN_EVAL)
     rows = []
-    for number, problem in _read_jsonl(file):
+    for number, problem in read_jsonl(file):
         _require(file, number, problem, ("task_id", "prompt", "test", "entry_point"), "HumanEval's format")
         rows.append(
             {
@@ -174,7 +154,7 @@ def _humaneval(path: str | None) -> Benchmark:
 
 def _jsonl(path: Path) -> Benchmark:
     rows, reward = [], None
-    for number, row in _read_jsonl(path):
+    for number, row in read_jsonl(path):
         if reward is None:
             reward = "code" if "tests" in row else "math"
         needed = get_reward(reward).required_columns

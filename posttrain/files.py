@@ -1,4 +1,5 @@
-"""Files written whole or not at all: a checkpoint's index, generated data, reports, plots.
+"""Files written whole or not at all (a checkpoint, its index, generated data, reports, plots), and JSONL read with
+errors that name the file, the line and the field.
 
 Every writer goes through a temporary sibling that is fsynced and renamed into place, then the directory is
 fsynced, so a kill at any moment leaves either the previous file or the new one, never half of one.
@@ -10,10 +11,15 @@ fsynced, so a kill at any moment leaves either the previous file or the new one,
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:
@@ -46,3 +52,78 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
     with replacing(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+@contextmanager
+def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary sibling directory of `path` to fill; on success every file in it is fsynced and it
+    replaces `path` (the previous one, if any, is removed after), on an error it is removed.
+
+    `path` is only ever absent, the previous complete directory, or the new complete one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    try:
+        yield tmp
+        for root, _, names in os.walk(tmp):
+            for name in names:
+                with open(Path(root) / name, "rb") as fh:
+                    os.fsync(fh.fileno())
+            fsync_dir(root)
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        fsync_dir(path.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class RowError(ValueError):
+    """A bad row of a data file; the message names the file, the line and, where one is at fault, the field."""
+
+    def __init__(self, path: str | os.PathLike, line: int, problem: str, field: str | None = None) -> None:
+        self.path, self.line, self.field = Path(path), line, field
+        super().__init__(f"{path} row {line}: " + (f"field {field!r}: " if field else "") + problem)
+
+
+def read_jsonl(
+    path: str | os.PathLike, required: Sequence[str] = (), *, torn_tail: bool = False
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file (`.gz` too).
+
+    A missing file is a FileNotFoundError; a line that is not a JSON object, or lacks a `required` field, is a
+    `RowError` naming the file, the line and the field. `torn_tail=True` stops at a last line without its newline
+    (a writer may be at work on it) instead of reading it.
+
+    >>> import tempfile
+    >>> path = write_atomic(Path(tempfile.mkdtemp()) / "rows.jsonl", '{"prompt": "2+2?"}\\n\\n{"id": 3}\\n')
+    >>> next(read_jsonl(path))
+    (1, {'prompt': '2+2?'})
+    >>> list(read_jsonl(path, required=["prompt"]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    posttrain.files.RowError: /.../rows.jsonl row 3: field 'prompt': missing; the row has fields ['id']
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if torn_tail and not line.endswith("\n"):
+                return
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RowError(path, number, f"not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise RowError(path, number, f"expected a JSON object, got {type(row).__name__}")
+            for name in required:
+                if name not in row:
+                    raise RowError(path, number, f"missing; the row has fields {sorted(row)}", field=name)
+            yield number, row

@@ -25,12 +25,14 @@ Prompt = str | list[dict[str, str]]
 
 @dataclass(frozen=True)
 class Completion:
-    """One sampled response: its text (special tokens removed), its length in tokens (with the end token),
-    and whether it stopped at `max_new_tokens` instead of an end token."""
+    """One sampled response: its text (special tokens removed), its length in tokens (with the end token; None when
+    a remote backend does not say), whether it stopped at `max_new_tokens` instead of an end token, and the error of
+    a request that failed for good (then `text` is None; only remote teachers fail per sample)."""
 
-    text: str
-    num_tokens: int
-    truncated: bool
+    text: str | None
+    num_tokens: int | None = None
+    truncated: bool = False
+    error: str | None = None
 
 
 def resolve_device(device: str = "auto") -> torch.device:

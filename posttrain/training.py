@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainerCallback, set_seed
+from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from posttrain.model import PRESETS, add_training_callbacks, load_model, save_model
+from posttrain.cpu_threads import set_cpu_threads
+from posttrain.model import PRESETS, add_training_callbacks, load_model, load_tokenizer, save_model
 from posttrain.packing import use_row_packing
-from posttrain.tokenizer import build_tokenizer
 
 FINAL_DIR = "final"
 
@@ -79,32 +79,6 @@ class ModelArguments:
             raise ValueError(f"--cpu_threads {threads!r}: give a number of threads (>= 1) or 'auto'")
 
 
-def cores_per_process(num_processes: int) -> int:
-    """The cores this process may run on, shared out among `num_processes` local processes (at least 1)."""
-    return max(1, len(os.sched_getaffinity(0)) // num_processes)
-
-
-def set_cpu_threads(cpu_threads: str | None) -> int:
-    """Apply `--cpu_threads` to torch (see `ModelArguments.cpu_threads`); returns the thread count in use.
-
-    >>> set_cpu_threads(None) == torch.get_num_threads()
-    True
-    """
-    if cpu_threads == "auto":
-        torch.set_num_threads(cores_per_process(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    elif cpu_threads is not None:
-        torch.set_num_threads(int(cpu_threads))
-    return torch.get_num_threads()
-
-
-def load_tokenizer(model_name_or_path: str) -> PreTrainedTokenizerBase:
-    """The checkpoint's own tokenizer, or the embedded offline one for a preset or a bare config."""
-    path = Path(model_name_or_path)
-    if path.is_dir() and any(path.glob("tokenizer*.json")):
-        return AutoTokenizer.from_pretrained(path)
-    return build_tokenizer()
-
-
 def build_model_and_tokenizer(args: ModelArguments, seed: int | None = None):
     """Load (or random-init) our DeepSeek-V3 model and its tokenizer, with the extras set from `args`.
 
@@ -117,8 +91,8 @@ def build_model_and_tokenizer(args: ModelArguments, seed: int | None = None):
     overrides = {"seq_balance_alpha": args.seq_balance_alpha}
     if args.mtp_loss_weight is not None:
         overrides["mtp_loss_weight"] = args.mtp_loss_weight
-    tokenizer = load_tokenizer(args.model_name_or_path)
     model = load_model(args.model_name_or_path, dtype=getattr(torch, args.dtype), **overrides)
+    tokenizer = load_tokenizer(args.model_name_or_path)
     model.speculative_generation = args.speculative_generation
     # Random init from a preset: the special tokens must match the offline tokenizer's.
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
@@ -213,17 +187,3 @@ def save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, output_dir:
     if not trainer.accelerator.is_main_process:
         return None
     return save_model(model, tokenizer, Path(output_dir) / FINAL_DIR)
-
-
-class RewardFailuresCallback(TrainerCallback):
-    """Log each reward's failure count (rows that raised or timed out) as `rewards/<name>/failures`."""
-
-    def __init__(self, reward_funcs: list) -> None:
-        self.reward_funcs = [f for f in reward_funcs if hasattr(f, "stats")]
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        metrics = {f"rewards/{f.__name__}/failures": float(f.stats.failures) for f in self.reward_funcs}
-        if logs is not None:
-            logs.update(metrics)
-        if state.log_history:
-            state.log_history[-1].update(metrics)

@@ -27,7 +27,8 @@ if __package__ in (None, ""):  # run as a script: the repository root must be im
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_tools.distill import load_config, run_distill  # noqa: E402
-from posttrain.training import ModelArguments, set_cpu_threads  # noqa: E402
+from posttrain.cpu_threads import set_cpu_threads  # noqa: E402
+from posttrain.training import ModelArguments  # noqa: E402
 
 
 @dataclass

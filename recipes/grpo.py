@@ -20,12 +20,12 @@ import rewards
 from data_tools import load_prompts
 from posttrain.training import (
     ModelArguments,
-    RewardFailuresCallback,
     build_model_and_tokenizer,
     finish,
     peft_config,
     train,
 )
+from rewards.failure_callback import RewardFailuresCallback
 
 
 @dataclass

@@ -32,7 +32,7 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer, TrlParser
 
 from data_tools import load_prompts, read_source
-from posttrain.files import write_atomic
+from posttrain.files import read_jsonl, write_atomic
 from posttrain.generation import own_completions
 from posttrain.model.acceptance import acceptance_on_rows, tokenize_conversations
 from posttrain.model.speculative import mtp_layers
@@ -95,7 +95,7 @@ def load_or_sample(args: MTPRefreshArguments, training_args: SFTConfig, model, t
         if not path.is_file():
             rows = policy_samples(args, model, tokenizer, training_args.seed)
             write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for _, row in read_jsonl(path)]
 
 
 def freeze_all_but_mtp(model) -> int:
@@ -143,7 +143,7 @@ def main(script_args: MTPRefreshArguments, training_args: SFTConfig, model_args:
     after = measure(trainer.accelerator.unwrap_model(trainer.model), tokenizer, held_out) if held_out else float("nan")
     if trainer.accelerator.is_main_process:
         report = {"acceptance_before": before, "acceptance_after": after, "held_out": len(held_out)}
-        (Path(training_args.output_dir) / "mtp_acceptance.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_atomic(Path(training_args.output_dir) / "mtp_acceptance.json", json.dumps(report, indent=2) + "\n")
         trainer.accelerator.print(f"MTP acceptance on held-out policy samples: {before:.4f} -> {after:.4f}")
     finish(trainer, tokenizer)
 

@@ -138,10 +138,20 @@ class Reward:
         raise NotImplementedError
 
 
+def failure_metric(name: str, kind: str) -> str:
+    """The name under which a reward's failures are logged: `rewards/<name>/failure_rate` (each batch, through
+    `log_failure_rate`) and `rewards/<name>/failures` (the running count, `rewards.failure_callback`).
+
+    >>> failure_metric("math", "failure_rate")
+    'rewards/math/failure_rate'
+    """
+    return f"rewards/{name}/{kind}"
+
+
 def log_failure_rate(log_metric: Any, name: str, failed: int, rows: int) -> None:
     """Report a batch's failure rate through TRL's `log_metric` callback (GRPOTrainer passes one), if any."""
     if callable(log_metric) and rows:
-        log_metric(f"rewards/{name}/failure_rate", failed / rows)
+        log_metric(failure_metric(name, "failure_rate"), failed / rows)
 
 
 def malformed(reward: str, column: str, row: int, value: Any, expected: str) -> ValueError:

@@ -6,13 +6,14 @@ Public API:
 - `load_config(path_or_mapping, overrides) -> DistillConfig` (`config`): the YAML config, validated.
 - `run_distill(config, backend=None) -> DistillResult` (`run`): generate (resumable, crash-safe), verify, select,
   write `selected.jsonl` + `stats.json`; returns at once when the output is complete.
-- `make_backend(teacher, sampling)`, `HFBackend`, `OpenAIBackend`, `VLLMBackend`, `Generation` (`backends`).
-- `ShardStore` (`shards`): the append-only sample store; `split_think`, `readability`, `choose` (`select`).
+- `make_backend(teacher, sampling)`, `HFBackend`, `OpenAIBackend`, `VLLMBackend` (`backends`), each sampling
+  `posttrain.generation.Completion`s.
+- `ShardStore` (`shards`): the append-only sample store; `readability`, `choose` (`select`).
 
 CLI: `posttrain distill generate --config CONFIG.yaml [key=value ...]`; recipe: `recipes/distill.py`.
 """
 
-from data_tools.distill.backends import Generation, HFBackend, OpenAIBackend, VLLMBackend, make_backend
+from data_tools.distill.backends import HFBackend, OpenAIBackend, VLLMBackend, make_backend
 from data_tools.distill.config import (
     R1_SYSTEM_PROMPT,
     DistillConfig,
@@ -30,7 +31,6 @@ __all__ = [
     "R1_SYSTEM_PROMPT",
     "DistillConfig",
     "DistillResult",
-    "Generation",
     "HFBackend",
     "OpenAIBackend",
     "SamplingConfig",

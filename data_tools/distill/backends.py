@@ -1,10 +1,10 @@
 """Teacher backends: `hf` (local checkpoint, batched `generate`), `openai` (any OpenAI-compatible chat-completions
 endpoint), `vllm` (offline `vllm.LLM`, optional extra).
 
-Every backend answers `generate(conversations, counts, seed)` with `counts[i]` `Generation`s for conversation i.
+Every backend answers `generate(conversations, counts, seed)` with `counts[i]` `Completion`s for conversation i.
 The `hf` and `vllm` backends are thin adapters over `posttrain.generation` (the project's one generation loop); the
 `openai` backend sends one request per sample from a bounded thread pool, retries 429/5xx/timeouts/refused
-connections with exponential backoff, and records a request that still fails as a `Generation` with `error`
+connections with exponential backoff, and records a request that still fails as a `Completion` with `error`
 set instead of stopping the run.
 """
 
@@ -20,35 +20,24 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from data_tools.distill.config import SamplingConfig, TeacherConfig
+from rewards.think_format import format_trace
+
+if TYPE_CHECKING:  # at run time imported where used: posttrain.generation loads torch
+    from posttrain.generation import Completion
 
 Conversation = list[dict[str, str]]
 RETRY_STATUS = (408, 409, 425, 429, 500, 502, 503, 504)
 
 
-@dataclass(frozen=True)
-class Generation:
-    """One teacher sample: its text, its length in tokens (None when the backend does not say), whether it hit
-    `max_new_tokens`, and the error of a request that failed for good (then `text` is None)."""
-
-    text: str | None
-    num_tokens: int | None = None
-    truncated: bool = False
-    error: str | None = None
-
-
 class Backend(Protocol):
     """What `run_distill` needs from a teacher."""
 
-    def generate(self, conversations: Sequence[Conversation], counts: Sequence[int], seed: int) -> list[list[Generation]]:
+    def generate(self, conversations: Sequence[Conversation], counts: Sequence[int], seed: int) -> list[list[Completion]]:
         """`counts[i]` samples of conversation i."""
-
-    def describe(self) -> dict[str, Any]:
-        """Provenance: backend and model."""
 
     def close(self) -> None:
         """Free the model or connections."""
@@ -63,11 +52,11 @@ class HFBackend:
         self.teacher, self.sampling = teacher, sampling
         self.model, self.tokenizer = load_checkpoint(teacher.model, device=teacher.device)
 
-    def generate(self, conversations: Sequence[Conversation], counts: Sequence[int], seed: int) -> list[list[Generation]]:
+    def generate(self, conversations: Sequence[Conversation], counts: Sequence[int], seed: int) -> list[list[Completion]]:
         from posttrain.generation import encode_prompts, generate
 
         ids = encode_prompts(self.tokenizer, conversations)
-        out: list[list[Generation]] = [[] for _ in conversations]
+        out: list[list[Completion]] = [[] for _ in conversations]
         groups: dict[int, list[int]] = defaultdict(list)  # generate() takes one sample count per call
         for i, count in enumerate(counts):
             if count:
@@ -80,11 +69,9 @@ class HFBackend:
                 speculative=self.teacher.speculative,
             )
             for i, samples in zip(members, completions, strict=True):
-                out[i] = [Generation(c.text, c.num_tokens, c.truncated) for c in samples]
+                out[i] = samples
         return out
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "hf", "model": str(self.teacher.model)}
 
     def close(self) -> None:
         self.model = None
@@ -102,11 +89,11 @@ class VLLMBackend(HFBackend):
         self.tokenizer = AutoTokenizer.from_pretrained(teacher.model)
         self.model = load_vllm(teacher.model, seed=sampling.seed, **teacher.vllm_kwargs)
 
-    def generate(self, conversations: Sequence[Conversation], counts: Sequence[int], seed: int) -> list[list[Generation]]:
+    def generate(self, conversations: Sequence[Conversation], counts: Sequence[int], seed: int) -> list[list[Completion]]:
         from posttrain.generation import encode_prompts, generate_vllm
 
         ids = encode_prompts(self.tokenizer, conversations)
-        out: list[list[Generation]] = [[] for _ in conversations]
+        out: list[list[Completion]] = [[] for _ in conversations]
         groups: dict[int, list[int]] = defaultdict(list)
         for i, count in enumerate(counts):
             if count:
@@ -117,11 +104,9 @@ class VLLMBackend(HFBackend):
                 temperature=self.sampling.temperature, top_p=self.sampling.top_p, seed=seed + count,
             )
             for i, samples in zip(members, completions, strict=True):
-                out[i] = [Generation(c.text, c.num_tokens, c.truncated) for c in samples]
+                out[i] = samples
         return out
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "vllm", "model": str(self.teacher.model)}
 
 
 class _Retryable(Exception):
@@ -144,17 +129,19 @@ class OpenAIBackend:
         key = os.environ.get(teacher.api_key_env)
         self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
 
-    def generate(self, conversations: Sequence[Conversation], counts: Sequence[int], seed: int) -> list[list[Generation]]:
+    def generate(self, conversations: Sequence[Conversation], counts: Sequence[int], seed: int) -> list[list[Completion]]:
         jobs = [(i, j) for i, count in enumerate(counts) for j in range(count)]
-        out: list[list[Generation | None]] = [[None] * count for count in counts]
+        out: list[list[Completion | None]] = [[None] * count for count in counts]
         with ThreadPoolExecutor(max_workers=self.teacher.max_concurrency) as pool:
             results = pool.map(lambda job: self.request(conversations[job[0]], seed + 7919 * job[0] + job[1]), jobs)
             for (i, j), generation in zip(jobs, results, strict=True):
                 out[i][j] = generation
         return out  # type: ignore[return-value]
 
-    def request(self, messages: Conversation, seed: int) -> Generation:
+    def request(self, messages: Conversation, seed: int) -> Completion:
         """One sample, with retries; a request that still fails comes back with `error` set."""
+        from posttrain.generation import Completion
+
         payload = {
             "model": self.teacher.model, "messages": messages, "max_tokens": self.sampling.max_new_tokens,
             "temperature": self.sampling.temperature, "top_p": self.sampling.top_p, "n": 1, "seed": seed,
@@ -170,8 +157,8 @@ class OpenAIBackend:
                     delay = self.teacher.backoff * 2**attempt * (1 + 0.25 * random.random())
                     time.sleep(max(delay, exc.retry_after or 0.0))
             except _Fatal as exc:
-                return Generation(None, error=str(exc))
-        return Generation(None, error=f"gave up after {self.teacher.max_retries + 1} attempts: {error}")
+                return Completion(None, error=str(exc))
+        return Completion(None, error=f"gave up after {self.teacher.max_retries + 1} attempts: {error}")
 
     def _post(self, data: bytes) -> dict[str, Any]:
         request = urllib.request.Request(self.url, data=data, headers=self.headers, method="POST")
@@ -191,8 +178,6 @@ class OpenAIBackend:
         except json.JSONDecodeError:
             raise _Retryable(f"reply is not JSON: {body[:200]!r}") from None
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "openai", "model": self.teacher.model, "base_url": self.teacher.base_url}
 
     def close(self) -> None:
         pass
@@ -209,13 +194,15 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
-def _parse_reply(body: dict[str, Any]) -> Generation:
-    """A `Generation` from a chat-completions reply.
+def _parse_reply(body: dict[str, Any]) -> Completion:
+    """A `Completion` from a chat-completions reply.
 
     >>> _parse_reply({"choices": [{"message": {"content": "42", "reasoning_content": "6*7"},
     ...               "finish_reason": "stop"}], "usage": {"completion_tokens": 5}})
-    Generation(text='<think>\\n6*7\\n</think>\\n42', num_tokens=5, truncated=False, error=None)
+    Completion(text='<think>\\n6*7\\n</think>\\n42', num_tokens=5, truncated=False, error=None)
     """
+    from posttrain.generation import Completion
+
     try:
         choice = body["choices"][0]
         message = choice["message"]
@@ -224,9 +211,9 @@ def _parse_reply(body: dict[str, Any]) -> Generation:
     text = message.get("content") or ""
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if reasoning:
-        text = f"<think>\n{reasoning.strip()}\n</think>\n{text.strip()}"
+        text = format_trace(reasoning.strip(), text.strip())
     tokens = (body.get("usage") or {}).get("completion_tokens")
-    return Generation(text, tokens if isinstance(tokens, int) else None, choice.get("finish_reason") == "length")
+    return Completion(text, tokens if isinstance(tokens, int) else None, choice.get("finish_reason") == "length")
 
 
 def make_backend(teacher: TeacherConfig, sampling: SamplingConfig) -> Backend:

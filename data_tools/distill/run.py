@@ -32,7 +32,7 @@ from data_tools.distill.backends import Backend, make_backend
 from data_tools.distill.config import DistillConfig
 from data_tools.distill.select import Verifier, choose, readability
 from data_tools.distill.shards import ShardStore
-from posttrain.files import write_atomic
+from posttrain.files import read_jsonl, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +95,6 @@ def load_prompts(config: DistillConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
@@ -127,7 +123,7 @@ def _prepare(config: DistillConfig, out: Path) -> list[dict[str, Any]]:
         write_atomic(run_file, json.dumps({"fingerprint": fingerprint, "config": config.to_dict()}, indent=2))
     prompts_file = out / PROMPTS_FILE
     if prompts_file.is_file():
-        return _read_jsonl(prompts_file)
+        return [row for _, row in read_jsonl(prompts_file)]
     prompts = load_prompts(config)
     write_atomic(prompts_file, _jsonl(prompts))
     return prompts

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from data_tools.distill.config import SelectionConfig, VerifyConfig
+from rewards.think_format import format_trace, split_think
 
-OPEN, CLOSE = "<think>", "</think>"
 # Scripts that may appear in any language's math (pi, theta): never counted as mixing.
 _NEUTRAL_SCRIPTS = {"GREEK"}
 _SCRIPT_ALIASES = {"HIRAGANA": "CJK", "KATAKANA": "CJK", "HANGUL": "CJK", "CJK": "CJK"}
@@ -65,38 +65,6 @@ class Verifier:
         """
         applied = [s for s in scores.values() if s is not None]
         return bool(applied) and all(s >= self.config.min_score for s in applied)
-
-
-def split_think(text: str, think_in_prompt: bool = False) -> tuple[str, str] | None:
-    """(reasoning, answer) of an R1-style text, or None unless it is one balanced `<think>...</think>` block opening
-    the text, followed by a non-empty answer. With `think_in_prompt` the text holds only the closing tag.
-
-    >>> split_think("<think>\\n6*7=42\\n</think>\\nThe answer is 42.")
-    ('6*7=42', 'The answer is 42.')
-    >>> split_think("6*7=42</think>42", think_in_prompt=True), split_think("<think>a<think>b</think>c")
-    (('6*7=42', '42'), None)
-    """
-    body = text.strip()
-    if not think_in_prompt:
-        if not body.startswith(OPEN):
-            return None
-        body = body[len(OPEN):]
-    if OPEN in body or body.count(CLOSE) != 1:
-        return None
-    reasoning, _, answer = body.partition(CLOSE)
-    reasoning, answer = reasoning.strip(), answer.strip()
-    if not reasoning or not answer:
-        return None
-    return reasoning, answer
-
-
-def format_trace(reasoning: str, answer: str) -> str:
-    """The SFT assistant turn: `<think>reasoning</think>answer` in the builtin rows' layout.
-
-    >>> format_trace("2+2=4", "The answer is \\\\boxed{4}.")
-    '<think>\\n2+2=4\\n</think>\\nThe answer is \\\\boxed{4}.'
-    """
-    return f"{OPEN}\n{reasoning}\n{CLOSE}\n{answer}"
 
 
 def _script(ch: str) -> str | None:

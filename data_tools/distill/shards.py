@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from posttrain.files import fsync_dir
+from posttrain.files import RowError, fsync_dir, read_jsonl
 
 Key = tuple[str, int]
 SHARD_GLOB = "samples-*.jsonl"
@@ -110,15 +110,11 @@ class ShardStore:
     def iter_raw(self) -> Iterator[dict[str, Any]]:
         """Every complete record on disk, in write order, duplicates included (a torn last line is skipped)."""
         for shard in self.shards():
-            with shard.open("rb") as fh:
-                for number, line in enumerate(fh, 1):
-                    if not line.endswith(b"\n"):
-                        break  # a torn tail a reader may see while a writer is at work
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{shard}:{number}: corrupt sample record ({exc}); remove the line or the "
-                                         "output_dir to regenerate") from None
+            try:
+                yield from (record for _, record in read_jsonl(shard, torn_tail=True))
+            except RowError as exc:
+                raise ValueError(f"{exc}: a corrupt sample record; remove the line or the output_dir to "
+                                 "regenerate") from None
 
     def load(self) -> dict[Key, dict[str, Any]]:
         """One record per key: the first one, or the first one without an `error` when an earlier one failed."""

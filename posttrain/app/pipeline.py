@@ -27,8 +27,9 @@ from typing import Any
 
 import yaml
 
-from posttrain.files import write_atomic
-from posttrain.training import FINAL_DIR, cores_per_process
+from posttrain.files import replacing, write_atomic
+from posttrain.cpu_threads import launch_threads
+from posttrain.training import FINAL_DIR
 
 
 @dataclass
@@ -102,16 +103,6 @@ def _fill(value: Any, config: PipelineConfig) -> Any:
     return value.format(**names)
 
 
-def cpu_threads_per_process(num_processes: int) -> int:
-    """OMP threads for each of `num_processes` ranks: `OMP_NUM_THREADS` if set, else the cores shared out.
-
-    `accelerate launch` without `--cpu` sets OMP_NUM_THREADS=1, which halves CPU training speed on two cores.
-    """
-    if os.environ.get("OMP_NUM_THREADS"):
-        return int(os.environ["OMP_NUM_THREADS"])
-    return cores_per_process(num_processes)
-
-
 def stage_command(config: PipelineConfig, stage: Stage) -> list[str]:
     """The `accelerate launch` command line of a stage, overrides filled in; resumes a killed run."""
     args = {**stage.args, "output_dir": str(stage_dir(config, stage)), "resume_from_checkpoint": "true"}
@@ -121,7 +112,7 @@ def stage_command(config: PipelineConfig, stage: Stage) -> list[str]:
         values = value if isinstance(value, list) else [value]
         flat += [f"--{key}", *(json.dumps(v) if isinstance(v, dict) else str(v) for v in values)]
     launcher = ["--num_processes", str(stage.num_processes), "--mixed_precision", "no",
-                "--num_cpu_threads_per_process", str(cpu_threads_per_process(stage.num_processes))]
+                "--num_cpu_threads_per_process", str(launch_threads(stage.num_processes))]
     return [sys.executable, "-m", "accelerate.commands.launch", *launcher, stage.recipe, "--config", stage.config,
             *flat]
 
@@ -170,7 +161,7 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=None
             timings[f"eval:{stage.name}"] = time.perf_counter() - start
         table[stage.name] = json.loads(cached.read_text())
         log(f"[pipeline] {stage.name}: " + ", ".join(f"{b} {v:.3f}" for b, v in table[stage.name].items()))
-    (out / "results.md").write_text(results_markdown(table, timings))
+    write_atomic(out / "results.md", results_markdown(table, timings))
     plot_stages(table, out / "stages.png")
     log((out / "results.md").read_text())
     return table
@@ -209,5 +200,6 @@ def plot_stages(table: dict[str, dict[str, float]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)

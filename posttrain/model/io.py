@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import DeepseekV3Config, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, DeepseekV3Config, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
 
-from posttrain.files import replacing, write_atomic
+from posttrain.files import replacing, replacing_dir, write_atomic
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM
 from posttrain.model.presets import PRESETS
+from posttrain.tokenizer import build_tokenizer
 
 MTP_COPIES_FILE = "model-mtp-shared.safetensors"
 
@@ -103,6 +102,25 @@ def load_model(
     return model
 
 
+def load_tokenizer(source: str | os.PathLike | None) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model source, as `load_model` takes them: a checkpoint dir's own tokenizer; the embedded
+    offline one (`posttrain.tokenizer.build_tokenizer`) for None, a preset, a `config.json` or a dir without
+    tokenizer files; otherwise `AutoTokenizer` (a tokenizer dir or hub name), whose failure names the source.
+
+    >>> len(load_tokenizer("tiny")) == len(load_tokenizer(None))
+    True
+    """
+    if source is None or str(source) in PRESETS:
+        return build_tokenizer()
+    path = Path(source)
+    if path.exists() and not (path.is_dir() and any(path.glob("tokenizer*.json"))):
+        return build_tokenizer()  # a bare config: random init takes the offline tokenizer
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except Exception as exc:  # noqa: BLE001 - any loading failure names the source
+        raise ValueError(f"tokenizer: cannot load {str(source)!r} (a tokenizer dir or hub name): {exc}") from None
+
+
 def _unwrap(model: torch.nn.Module) -> PreTrainedModel:
     """Merge a PEFT model's adapters (in place) and return the plain model."""
     if hasattr(model, "merge_and_unload"):
@@ -170,9 +188,7 @@ def save_model(
     """
     model = _unwrap(model)
     out = Path(output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with replacing_dir(out) as tmp:
         model.save_pretrained(tmp)
         add_mtp_copies(tmp)
         if tokenizer is not None:
@@ -180,14 +196,4 @@ def save_model(
         config = json.loads((tmp / "config.json").read_text())
         config["architectures"] = ["DeepseekV3ForCausalLM"]  # what AutoModel, vLLM and SGLang dispatch on
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

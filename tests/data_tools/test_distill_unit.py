@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from data_tools.distill import Generation, ShardStore, load_config, parse_config, run_distill
-from data_tools.distill.select import choose, foreign_share, readability, split_think
+from data_tools.distill import ShardStore, load_config, parse_config, run_distill
 from data_tools.distill.config import SelectionConfig
+from data_tools.distill.select import choose, foreign_share, readability
+from posttrain.generation import Completion
+from rewards.think_format import split_think
 
 
 def base_config(tmp_path: Path, **extra) -> dict:
@@ -46,11 +48,8 @@ class ScriptedTeacher:
             wrong = "The answer is \\boxed{0}." if user in ANSWERS else "```python\ndef add(a, b):\n    return a\n```"
             texts = [f"<think>guess</think>{wrong}", f"<think>{'let me check carefully. ' * 5}</think>{right}",
                      f"<think>quick</think>{right}", f"<think>no close {right}"]
-            out.append([Generation(t, num_tokens=len(t)) for t in texts[:count]])
+            out.append([Completion(t, num_tokens=len(t)) for t in texts[:count]])
         return out
-
-    def describe(self):
-        return {"backend": "scripted"}
 
     def close(self):
         pass
@@ -157,7 +156,7 @@ def test_failed_requests_are_recorded_then_retried(tmp_path: Path) -> None:
 
         def generate(self, conversations, counts, seed):
             out = super().generate(conversations, counts, seed)
-            return [[Generation(None, error="HTTP 503") for _ in s] for s in out] if self.fail else out
+            return [[Completion(None, error="HTTP 503") for _ in s] for s in out] if self.fail else out
 
     config = parse_config(base_config(tmp_path, sampling={"n": 4, "temperature": 1.0}))
     first = run_distill(config, backend=Flaky(fail=True))

@@ -15,7 +15,8 @@ from transformers import Trainer, TrainingArguments
 
 from posttrain.model import MoETrainingCallback, add_training_callbacks, load_model, training_callbacks
 from posttrain.tokenizer import build_tokenizer
-from posttrain.training import ModelArguments, build_model_and_tokenizer, cores_per_process, set_cpu_threads
+from posttrain.cpu_threads import cores_per_process, set_cpu_threads
+from posttrain.training import ModelArguments, build_model_and_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -49,10 +49,9 @@ def cmd_mtp_acceptance(args: argparse.Namespace) -> int:
     """Print how often the MTP module's drafts equal the main model's greedy tokens on the given text."""
     import torch
 
-    from posttrain.model import load_model
     from data_tools.loading import tokenized_rows
+    from posttrain.model import load_model, load_tokenizer
     from posttrain.model.acceptance import acceptance_on_rows
-    from posttrain.training import load_tokenizer
 
     try:
         model = load_model(args.model).to(args.device).eval()

@@ -49,21 +49,17 @@ def parse_spec(text: str) -> str | dict[str, Any]:
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of a JSONL file, each with a `completion`; errors name the file and line."""
-    if not path.is_file():
-        raise SystemExit(f"posttrain rewards check: --input {path} does not exist")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"{path}:{number}: not a JSON object ({exc})") from exc
-        if not isinstance(row, dict) or "completion" not in row:
-            raise SystemExit(f"{path}:{number}: each row needs a 'completion' (and 'prompt' plus the reward's "
-                             "columns)")
-        rows.append(row)
-    return rows
+    from posttrain.files import RowError, read_jsonl
+
+    try:
+        return [row for _, row in read_jsonl(path, required=["completion"])]
+    except FileNotFoundError:
+        raise SystemExit(f"posttrain rewards check: --input {path} does not exist") from None
+    except RowError as exc:
+        if exc.field is None:
+            raise SystemExit(str(exc)) from None
+        raise SystemExit(f"{path}:{exc.line}: each row needs a 'completion' (and 'prompt' plus the reward's "
+                         "columns)") from None
 
 
 def check_command(args: argparse.Namespace) -> int:
