@@ -1,6 +1,6 @@
 """Samples/s of the distillation `hf` teacher backend: batched prompts against one prompt at a time, same run.
 
-    python benchmarks/bench_distill.py [--model CKPT] [--prompts 64] [--n 4] [--batch-size 16] [--max-new-tokens 64]
+    python benchmarks/bench_distill.py [--model CKPT] [--prompts 64] [--n 4] [--batch_size 16] [--max_new_tokens 64]
 
 Both arms call `HFBackend.generate` (which calls `posttrain.generation.generate`) on the same builtin arithmetic prompts
 with the same sampling parameters; only `teacher.batch_size` differs (B prompts x n samples per `generate` call vs
@@ -18,16 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="teacher checkpoint dir (default: random-init tiny, written to a temp dir)")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--n", type=int, default=4, help="samples per prompt")
-    parser.add_argument("--batch-size", type=int, default=16, help="prompts per generate call in the batched arm")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=16, help="prompts per generate call in the batched arm")
+    parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     args = parser.parse_args(argv)

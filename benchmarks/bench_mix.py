@@ -1,16 +1,16 @@
 """Benchmark: build a mix of N rows with `data_tools` against TRL's `SFTTrainer` tokenizing the same rows itself.
 
-    python benchmarks/bench_mix.py --rows 1500000 --baseline-rows 150000 --num-proc 2
+    python benchmarks/bench_mix.py --rows 1500000 --baseline-rows 150000 --num_proc 2
 
 Input: JSONL files in the OpenAI `messages` layout, written once from the builtin generators (arithmetic, word
 problems, text tasks; not timed). Each measured phase runs in its own process, its peak RSS sampled over the
 whole process tree (workers included) and read from `getrusage`:
 
 - `build`: `build_mix` on all N rows (read, validate, exact + near dedupe, decontamination against builtin
-  held-out sets, tokenize with assistant masks, sample, shuffle, save) with `--num-proc` workers.
+  held-out sets, tokenize with assistant masks, sample, shuffle, save) with `--num_proc` workers.
 - `build-subset`: the same on the first `--baseline-rows` rows of every file.
 - `trl`: `SFTTrainer(...)` given those same subset rows as a raw `messages` dataset, `assistant_only_loss=True`
-  (so it computes the same masks), its default `dataset_num_proc` (one process), and again with `--num-proc`;
+  (so it computes the same masks), its default `dataset_num_proc` (one process), and again with `--num_proc`;
   the constructor's fixed cost (measured on 64 rows) is subtracted, leaving its dataset preparation.
 - `trl-pretokenized`: `SFTTrainer(...)` given our mix of the subset: what is left of its preparation.
 
@@ -161,7 +161,7 @@ def run_phase(argv: list[str]) -> dict:
     parser.add_argument("--phase", required=True)
     parser.add_argument("--files", nargs="+", type=Path)
     parser.add_argument("--output", type=Path)
-    parser.add_argument("--num-proc", type=int, default=None)
+    parser.add_argument("--num_proc", type=int, default=None)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, PeakRss() as rss:
         start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Self-speculative decoding with the MTP drafter against plain `generate`, side by side in one run.
 
-    python benchmarks/bench_mtp.py --model outputs/tiny/sft/final [--prompts 64] [--batch-sizes 1 16]
+    python benchmarks/bench_mtp.py --model outputs/tiny/sft/final [--prompts 64] [--batch_sizes 1 16]
 
 Same model, same prompts (builtin held-out tasks through the chat template), greedy, `posttrain.generation.generate`
 with and without `speculative=True`; the two outputs are checked to be the same text. Reported per batch size:
@@ -191,8 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="checkpoint dir with an MTP module (e.g. a tiny SFT final)")
     parser.add_argument("--prompts", type=int, default=64, help="held-out prompts in all (default 64)")
     parser.add_argument("--tasks", nargs="+", default=["arithmetic", "word_problems"], help="builtin tasks")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16], help="generation batch sizes")
-    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 16], help="generation batch sizes")
+    parser.add_argument("--max_new_tokens", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=3, help="alternating timed runs per path; the fastest counts")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: stable on a shared CPU)")
     parser.add_argument("--output", default="outputs/bench_mtp.json", help="where to write the JSON report")

@@ -69,7 +69,7 @@ def build_mix(spec: MixSpec | str | Path, output: str | Path, on_error: str = "r
     """
     started = time.time()
     if on_error not in ON_ERROR:
-        raise ValueError(f"--on-error: expected one of {list(ON_ERROR)}, got {on_error!r}")
+        raise ValueError(f"--on_error: expected one of {list(ON_ERROR)}, got {on_error!r}")
     spec_sha256 = None
     if isinstance(spec, (str, Path)):
         spec, spec_sha256 = load_spec(spec), hashlib.sha256(Path(spec).read_bytes()).hexdigest()

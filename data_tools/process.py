@@ -175,7 +175,7 @@ class RowProcessor:
             except FieldError as exc:
                 message = f"{self.origin} row {row}, {exc}"
                 if self.on_error != "skip":
-                    raise ValueError(f"{message} (pass --on-error skip to skip and count bad rows)") from None
+                    raise ValueError(f"{message} (pass --on_error skip to skip and count bad rows)") from None
                 status = message
             out["_row"].append(row)
             out["_status"].append(status)

@@ -22,8 +22,9 @@ from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
 from data_tools.generators import iter_rows
 from data_tools.layouts import detect_layout
 from data_tools.process import BLANK, OK, RowProcessor
-from data_tools.spec import SourceSpec, from_mapping
+from data_tools.spec import SourceSpec
 from data_tools.text_hashes import hash64
+from posttrain.config_files import from_mapping
 
 # Loader of each file suffix; JSONL is read as text lines so a malformed line is reported (or skipped) by number.
 SUFFIXES = {".jsonl": "text", ".json": "json", ".parquet": "parquet", ".csv": "csv"}

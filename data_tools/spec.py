@@ -6,15 +6,13 @@ option, and what would be right. Relative paths are taken from the current direc
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from data_tools.generators import SPLITS, TASKS, make_config
 from data_tools.layouts import FIELDS, LAYOUTS
+from posttrain.config_files import from_mapping, read_yaml
 
 
 @dataclass
@@ -170,27 +168,6 @@ class MixSpec:
         return [s.rows if s.weight is None else round(self.total_rows * s.weight / weighted) for s in self.sources]
 
 
-def from_mapping(cls: type, data: Any, where: str) -> Any:
-    """A config dataclass from a YAML mapping; unknown keys are refused with the valid ones listed, and every error
-    is prefixed with `where`.
-
-    >>> from_mapping(DedupeSpec, {"shingle": 3}, "dedupe").shingle
-    3
-    """
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping of options, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown option(s) {unknown}; valid options: {sorted(names)}")
-    try:
-        return cls(**data)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: {exc}") from None
-
-
 def parse_spec(data: Any, where: str = "mix spec") -> MixSpec:
     """A `MixSpec` from a parsed YAML mapping; `where` (the file) prefixes every error.
 
@@ -227,14 +204,3 @@ def load_spec(path: str | Path) -> MixSpec:
     'arithmetic'
     """
     return parse_spec(read_yaml(path, "mix spec"), str(path))
-
-
-def read_yaml(path: str | Path, what: str) -> Any:
-    """A YAML file's content; a missing file or bad YAML is a ValueError naming `what` and the path."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{what} {path}: no such file")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{what} {path}: not valid YAML: {exc}") from None

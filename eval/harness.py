@@ -20,7 +20,7 @@ from eval.report import checkpoint_step, write_report, write_results
 from eval.scoring import Result, score
 from posttrain.model.speculative import SpeculativeStats
 
-BACKENDS = ("hf", "vllm")
+EVAL_BACKENDS = ("hf", "vllm")
 SAMPLED_TEMPERATURE = 0.6  # DeepSeek-R1's recommended sampling temperature, the default when num_samples > 1
 
 
@@ -91,14 +91,14 @@ def evaluate(
     """
     if speculative and backend != "hf":
         raise ValueError("speculative decoding runs on the hf backend; vLLM has its own (--speculative-config)")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: use one of {list(BACKENDS)}")
+    if backend not in EVAL_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: use one of {list(EVAL_BACKENDS)}")
     if temperature is None:
         temperature = 0.0 if num_samples == 1 else SAMPLED_TEMPERATURE
     check_sampling(num_samples, temperature)
     ks = sorted({k} if isinstance(k, int) else set(k))
     if not ks or ks[0] < 1 or ks[-1] > num_samples:
-        raise ValueError(f"every k must be in 1..num_samples ({num_samples}), got {list(k)}: raise --num-samples")
+        raise ValueError(f"every k must be in 1..num_samples ({num_samples}), got {list(k)}: raise --num_samples")
     models = resolve_models(model_paths)
     benches = [b if isinstance(b, Benchmark) else load_benchmark(b, prompt_template, limit) for b in benchmarks]
     if not benches:

@@ -2,7 +2,7 @@
 
 Examples:
   python eval/run.py --model runs/sft --benchmark gsm8k:../shared/data/gsm8k/test.jsonl --limit 200 --output out/
-  python eval/run.py --model runs/grpo/checkpoint-* --benchmark humaneval --num-samples 8 --k 1,8 --output out/
+  python eval/run.py --model runs/grpo/checkpoint-* --benchmark humaneval --num_samples 8 --k 1,8 --output out/
 
 Writes OUTPUT/results.json (per-sample records and aggregates), OUTPUT/report.md (checkpoint x benchmark tables)
 and OUTPUT/plot.png (bars per checkpoint, or a curve over steps for checkpoint-<step> directories).
@@ -14,14 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    # Run as `python eval/run.py`: sys.path[0] is eval/ itself; the repo root must come first instead so that
-    # `eval` is this package and eval/'s modules do not shadow top-level names.
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from eval.benchmarks import known_benchmarks  # noqa: E402
-from eval.harness import BACKENDS, evaluate  # noqa: E402
-from eval.report import headline_metrics  # noqa: E402
+from eval.benchmarks import known_benchmarks
+from eval.harness import EVAL_BACKENDS, evaluate
+from eval.report import headline_metrics
 
 
 def parse_ks(text: str) -> list[int]:
@@ -51,26 +46,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"repeatable: one of {', '.join(known_benchmarks())}; gsm8k:PATH or humaneval:PATH "
                              "for a local copy (plain gsm8k downloads openai/gsm8k); or a .jsonl file with "
                              "'prompt' and 'solution' (math) or 'tests' and 'entry_point' (code).")
-    parser.add_argument("--num-samples", type=int, default=1, help="samples per prompt (default 1: greedy)")
+    parser.add_argument("--num_samples", type=int, default=1, help="samples per prompt (default 1: greedy)")
     parser.add_argument("--k", type=parse_ks, default=[1], help="comma-separated k for pass@k / maj@k, each "
-                                                                 "<= --num-samples (default 1)")
+                                                                 "<= --num_samples (default 1)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows of each benchmark")
     parser.add_argument("--output", type=Path, required=True, help="directory for results.json, report.md, plot.png")
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature; default 0 (greedy) for one sample, 0.6 for several")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1.0: off)")
-    parser.add_argument("--max-new-tokens", type=int, default=512, help="generation budget per sample (default 512)")
-    parser.add_argument("--batch-size", type=int, default=16,
-                        help="prompts per HF generate call, each with --num-samples sequences (default 16)")
+    parser.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling (default 1.0: off)")
+    parser.add_argument("--max_new_tokens", type=int, default=512, help="generation budget per sample (default 512)")
+    parser.add_argument("--batch_size", type=int, default=16,
+                        help="prompts per HF generate call, each with --num_samples sequences (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, reset per checkpoint x benchmark")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
-    parser.add_argument("--backend", choices=BACKENDS, default="hf", help="hf generate (default) or vllm (optional)")
+    parser.add_argument("--backend", choices=EVAL_BACKENDS, default="hf", help="hf generate (default) or vllm (optional)")
     parser.add_argument("--speculative", action="store_true",
                         help="decode with the checkpoint's MTP module as drafter (same output, fewer main steps)")
-    parser.add_argument("--prompt-template", default=None,
+    parser.add_argument("--prompt_template", default=None,
                         help="template for every benchmark's prompts; {prompt} is replaced by the row's prompt. "
                              "Default: gsm8k and humaneval have their own, other benchmarks use prompts unchanged.")
-    parser.add_argument("--no-chat-template", dest="chat_template", action="store_false", default=None,
+    parser.add_argument("--no_chat_template", dest="chat_template", action="store_false", default=None,
                         help="feed prompts as raw text even when the tokenizer has a chat template")
     return parser
 

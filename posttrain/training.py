@@ -11,6 +11,7 @@ own config, so the same YAML keys mean the same thing in every stage:
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import SFTTrainer
 
 from posttrain.cpu_threads import set_cpu_threads
 from posttrain.model import PRESETS, add_training_callbacks, load_model, load_tokenizer, save_model
@@ -131,6 +133,36 @@ def attach(trainer: Trainer, args: ModelArguments) -> Trainer:
     """Add the MoE training callback (bias update, router/MTP metrics) to a built HF/TRL trainer."""
     add_training_callbacks(trainer, gamma=args.bias_update_speed, log_expert_loads=args.log_expert_loads)
     return trainer
+
+
+def train_sft(model, tokenizer: PreTrainedTokenizerBase, dataset, training_args, model_args: ModelArguments,
+              eval_size: int = 0) -> None:
+    """SFT with TRL's `SFTTrainer` on `dataset` (a built mix or conversations), as the SFT and distillation recipes
+    run it: the columns of `training_columns`, `eval_size` rows held out for the eval loss, then `train` and
+    `finish`.
+
+    A pre-tokenized mix trains with a copy of `training_args` whose `assistant_only_loss` is off: TRL refuses that
+    flag on token ids and applies the `assistant_masks` column itself. The parsed arguments stay as they were.
+    """
+    columns = training_columns(dataset, tokenizer, training_args.assistant_only_loss)
+    dataset = dataset.select_columns(columns)
+    if "messages" not in columns:
+        training_args = copy.copy(training_args)
+        training_args.assistant_only_loss = False
+    eval_dataset = None
+    if eval_size > 0:
+        split = dataset.train_test_split(test_size=eval_size, seed=training_args.seed)
+        dataset, eval_dataset = split["train"], split["test"]
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config(model_args),
+    )
+    train(trainer, model_args)
+    finish(trainer, tokenizer)
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:

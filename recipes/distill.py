@@ -5,7 +5,8 @@
 Stage 1 (`data_tools.distill.run_distill`, the main process only): sample the teacher (`generation.teacher`) on
 the prompts, verify with `rewards`, keep the readable verified samples, write `generation.output_dir/selected.jsonl`.
 It resumes after a kill and is skipped when its output is complete (the COMPLETE marker), so rerunning is cheap.
-Stage 2 (`recipes/sft.py`'s `main`, unchanged): SFT of the student (`model_name_or_path`) on those rows.
+Stage 2 (`posttrain.training.train_sft`, as `recipes/sft.py` runs it): SFT of the student (`model_name_or_path`)
+on those rows.
 
 The YAML holds the generation config under `generation:` (the same file works for `posttrain distill generate`)
 and any SFTConfig / ModelArguments key at the top level. Command-line overrides: any SFT key as `--key value`,
@@ -14,21 +15,16 @@ and any SFTConfig / ModelArguments key at the top level. Command-line overrides:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from trl import SFTConfig, TrlParser
 
-if __package__ in (None, ""):  # run as a script: the repository root must be importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from data_tools.distill import load_config, run_distill  # noqa: E402
-from posttrain.cpu_threads import set_cpu_threads  # noqa: E402
-from posttrain.training import ModelArguments  # noqa: E402
+from data_tools import load_sft_dataset
+from data_tools.distill import load_distill_config, run_distill
+from posttrain.cpu_threads import set_cpu_threads
+from posttrain.training import ModelArguments, build_model_and_tokenizer, train_sft
 
 
 @dataclass
@@ -52,18 +48,6 @@ class DistillScriptArguments:
     eval_size: int = field(default=0, metadata={"help": "Rows held out for the eval loss (0: none)."})
 
 
-def _sft_module() -> Any:
-    """`recipes/sft.py` as a module (recipes/ is not a package)."""
-    if "posttrain_recipe_sft" in sys.modules:
-        return sys.modules["posttrain_recipe_sft"]
-    path = Path(__file__).resolve().parent / "sft.py"
-    spec = importlib.util.spec_from_file_location("posttrain_recipe_sft", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
 def generate_traces(script_args: DistillScriptArguments):
     """Stage 1: run (or resume, or skip) the generation on the main process first; returns its `DistillResult`."""
     from accelerate import PartialState
@@ -73,7 +57,7 @@ def generate_traces(script_args: DistillScriptArguments):
     overrides = list(script_args.generation_overrides)
     if script_args.teacher_model:
         overrides.append(f"teacher.model={script_args.teacher_model}")
-    config = load_config(script_args.generation, overrides)
+    config = load_distill_config(script_args.generation, overrides)
     with PartialState().main_process_first():  # the others then find it complete
         return run_distill(config)
 
@@ -84,10 +68,10 @@ def main(script_args: DistillScriptArguments, training_args: SFTConfig, model_ar
     if script_args.dataset_path is None and result.stats["kept"] == 0:
         raise ValueError(f"no verified trace was kept (see {result.output_dir / 'stats.md'}); sample more (sampling.n, "
                          "more prompts) or use a stronger teacher")
-    sft = _sft_module()
-    dataset_path = script_args.dataset_path or str(result.data_path)
-    sft.main(sft.SFTScriptArguments(dataset_path=dataset_path, eval_size=script_args.eval_size), training_args,
-             model_args)
+    model, tokenizer = build_model_and_tokenizer(model_args, seed=training_args.seed)
+    dataset = load_sft_dataset(script_args.dataset_path or str(result.data_path),
+                               workdir=f"{training_args.output_dir}/data")
+    train_sft(model, tokenizer, dataset, training_args, model_args, eval_size=script_args.eval_size)
 
 
 if __name__ == "__main__":

@@ -50,12 +50,22 @@ class GRPOScriptArguments:
     prompts_seed: int = field(default=0, metadata={"help": "Seed of the builtin prompts."})
 
 
+@dataclass
+class GRPOModelArguments(ModelArguments):
+    """`ModelArguments` with RL's own default: the MTP loss off (refresh the MTP module afterwards instead, with
+    `recipes/mtp_refresh.py`)."""
+
+    mtp_loss_weight: float | None = field(
+        default=0.0, metadata={"help": "lambda of the MTP loss; 0 (the default in RL) leaves the MTP module as it is."}
+    )
+
+
 def _json(value: Any) -> Any:
     """Command-line values come as JSON strings; YAML ones arrive already parsed."""
     return json.loads(value) if isinstance(value, str) and value.lstrip().startswith("{") else value
 
 
-def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: ModelArguments) -> None:
+def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: GRPOModelArguments) -> None:
     reward_funcs = [rewards.get_reward(_json(spec)) for spec in script_args.reward_funcs]
     dataset = load_prompts(
         script_args.dataset_path, tasks=script_args.tasks, n=script_args.num_prompts, seed=script_args.prompts_seed,
@@ -63,8 +73,6 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     )
     rewards.check_columns(reward_funcs, dataset.column_names, rows=dataset)
 
-    if model_args.mtp_loss_weight is None:  # MTP loss is off by default in RL; refresh it afterwards instead
-        model_args.mtp_loss_weight = 0.0
     model, tokenizer = build_model_and_tokenizer(model_args, seed=training_args.seed)
     trainer = GRPOTrainer(
         model=model,
@@ -80,5 +88,5 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
 
 
 if __name__ == "__main__":
-    parser = TrlParser((GRPOScriptArguments, GRPOConfig, ModelArguments))
+    parser = TrlParser((GRPOScriptArguments, GRPOConfig, GRPOModelArguments))
     main(*parser.parse_args_and_config())

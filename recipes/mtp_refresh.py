@@ -119,12 +119,22 @@ def measure(model, tokenizer, rows: list[dict]) -> float:
     return result.acceptance
 
 
-def main(script_args: MTPRefreshArguments, training_args: SFTConfig, model_args: ModelArguments) -> None:
+@dataclass
+class MTPRefreshModelArguments(ModelArguments):
+    """`ModelArguments` with the refresh's own default: no router bias update (the main model must not move)."""
+
+    bias_update_speed: float = field(
+        default=0.0, metadata={"help": "Must stay 0: the refresh leaves the main model's routing as it came."}
+    )
+
+
+def main(script_args: MTPRefreshArguments, training_args: SFTConfig, model_args: MTPRefreshModelArguments) -> None:
     if model_args.mtp_loss_weight is None or model_args.mtp_loss_weight <= 0:
         raise ValueError("--mtp_loss_weight must be > 0 for an MTP refresh (it is the only loss; e.g. 1.0)")
     if model_args.use_peft:
         raise ValueError("--use_peft: the refresh trains the MTP module's own weights; run it without LoRA")
-    model_args.bias_update_speed = 0.0  # the main model's routing must not move
+    if model_args.bias_update_speed != 0:
+        raise ValueError("--bias_update_speed must be 0 for an MTP refresh: the main model's routing must not move")
     model, tokenizer = build_model_and_tokenizer(model_args, seed=training_args.seed)
     trainable = freeze_all_but_mtp(model)
     rows = load_or_sample(script_args, training_args, model, tokenizer)
@@ -149,5 +159,5 @@ def main(script_args: MTPRefreshArguments, training_args: SFTConfig, model_args:
 
 
 if __name__ == "__main__":
-    parser = TrlParser((MTPRefreshArguments, SFTConfig, ModelArguments))
+    parser = TrlParser((MTPRefreshArguments, SFTConfig, MTPRefreshModelArguments))
     main(*parser.parse_args_and_config())

@@ -19,10 +19,7 @@ def main() -> None:
     parser.add_argument("--from", dest="from_stage", default=None, help="Rerun this stage and all later ones.")
     parser.add_argument("--output_dir", default=None, help="Override the config's output_dir.")
     args = parser.parse_args()
-    config = load_pipeline_config(args.config)
-    if args.output_dir:
-        config.output_dir = args.output_dir
-    run_pipeline(config, from_stage=args.from_stage)
+    run_pipeline(load_pipeline_config(args.config, output_dir=args.output_dir), from_stage=args.from_stage)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trl import SFTConfig, SFTTrainer, TrlParser
+from trl import SFTConfig, TrlParser
 
 from data_tools import load_sft_dataset
-from posttrain.training import (
-    ModelArguments,
-    build_model_and_tokenizer,
-    finish,
-    peft_config,
-    train,
-    training_columns,
-)
+from posttrain.training import ModelArguments, build_model_and_tokenizer, train_sft
 
 
 @dataclass
@@ -42,25 +35,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         raise ValueError("--dataset_path is required: a mix spec YAML, a built mix dir, or a JSONL/Parquet/CSV file")
     model, tokenizer = build_model_and_tokenizer(model_args, seed=training_args.seed)
     dataset = load_sft_dataset(script_args.dataset_path, workdir=f"{training_args.output_dir}/data")
-    columns = training_columns(dataset, tokenizer, training_args.assistant_only_loss)
-    dataset = dataset.select_columns(columns)
-    if "messages" not in columns:  # pre-tokenized: TRL applies `assistant_masks` itself
-        training_args.assistant_only_loss = False
-    eval_dataset = None
-    if script_args.eval_size > 0:
-        split = dataset.train_test_split(test_size=script_args.eval_size, seed=training_args.seed)
-        dataset, eval_dataset = split["train"], split["test"]
-
-    trainer = SFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config(model_args),
-    )
-    train(trainer, model_args)
-    finish(trainer, tokenizer)
+    train_sft(model, tokenizer, dataset, training_args, model_args, eval_size=script_args.eval_size)
 
 
 if __name__ == "__main__":

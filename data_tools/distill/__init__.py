@@ -3,7 +3,7 @@ verified ones (rejection sampling), and write them as SFT rows the mix builder a
 
 Public API:
 
-- `load_config(path_or_mapping, overrides) -> DistillConfig` (`config`): the YAML config, validated.
+- `load_distill_config(path_or_mapping, overrides) -> DistillConfig` (`config`): the YAML config, validated.
 - `run_distill(config, backend=None) -> DistillResult` (`run`): generate (resumable, crash-safe), verify, select,
   write `selected.jsonl` + `stats.json`; returns at once when the output is complete.
 - `make_backend(teacher, sampling)`, `HFBackend`, `OpenAIBackend`, `VLLMBackend` (`backends`), each sampling
@@ -21,7 +21,7 @@ from data_tools.distill.config import (
     SelectionConfig,
     TeacherConfig,
     VerifyConfig,
-    load_config,
+    load_distill_config,
     parse_config,
 )
 from data_tools.distill.run import DistillResult, run_distill
@@ -39,7 +39,7 @@ __all__ = [
     "TeacherConfig",
     "VLLMBackend",
     "VerifyConfig",
-    "load_config",
+    "load_distill_config",
     "make_backend",
     "parse_config",
     "run_distill",

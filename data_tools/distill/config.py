@@ -1,7 +1,7 @@
 """The distillation config: prompts, teacher, sampling, verification, selection; YAML in, validated dataclasses out.
 
 A config file is either a distillation config itself or a recipe config (`recipes/distill.py`) whose
-`generation:` mapping is one. Every mistake names the option and what would be right; `load_config` takes
+`generation:` mapping is one. Every mistake names the option and what would be right; `load_distill_config` takes
 `key.sub=value` overrides (values parsed as YAML) the way the command line gives them.
 
 >>> cfg = parse_config({"output_dir": "out", "prompts": [{"builtin": "arithmetic", "rows": 4}],
@@ -23,11 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from posttrain.config_files import apply_overrides, from_mapping, read_yaml
 
-from data_tools.spec import from_mapping, read_yaml
-
-BACKENDS = ("hf", "openai", "vllm")
+TEACHER_BACKENDS = ("hf", "openai", "vllm")
 POLICIES = ("shortest", "all", "majority")
 SFT_PROMPTS = ("teacher", "original")
 
@@ -43,7 +41,7 @@ R1_SYSTEM_PROMPT = (
 class TeacherConfig:
     """Which model writes the traces, and how it is reached."""
 
-    backend: str = field(default="hf", metadata={"help": f"One of {BACKENDS}."})
+    backend: str = field(default="hf", metadata={"help": f"One of {TEACHER_BACKENDS}."})
     model: str | None = field(
         default=None,
         metadata={"help": "hf/vllm: checkpoint dir. openai: the request's `model` (for `transformers serve`, the "
@@ -69,8 +67,8 @@ class TeacherConfig:
     vllm_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "vllm: extra `vllm.LLM` arguments."})
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend: {self.backend!r} is not one of {list(BACKENDS)}")
+        if self.backend not in TEACHER_BACKENDS:
+            raise ValueError(f"backend: {self.backend!r} is not one of {list(TEACHER_BACKENDS)}")
         if not self.model:
             raise ValueError("model: required (a checkpoint dir for hf/vllm, the served model name for openai)")
         if self.backend == "openai" and not self.base_url:
@@ -219,28 +217,7 @@ def parse_config(data: Any, where: str = "distill config") -> DistillConfig:
     return from_mapping(DistillConfig, data, where)
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set `a.b=value` overrides (values parsed as YAML) in a nested mapping, returning a new one.
-
-    >>> apply_overrides({"sampling": {"n": 4}}, ["sampling.n=8", "teacher.model=ckpt"])
-    {'sampling': {'n': 8}, 'teacher': {'model': 'ckpt'}}
-    """
-    out = json.loads(json.dumps(data))
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {item!r}: expected key=value, e.g. sampling.n=8 or teacher.model=path")
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a mapping")
-        node[leaf] = yaml.safe_load(text)
-    return out
-
-
-def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> DistillConfig:
+def load_distill_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> DistillConfig:
     """Read a config YAML (a distillation config, or a recipe config with a `generation:` mapping) or a mapping,
     apply `key=value` overrides, and validate."""
     if isinstance(source, dict):

@@ -68,7 +68,7 @@ def teacher_messages(messages: list[dict[str, str]], config: DistillConfig) -> l
     return out
 
 
-def load_prompts(config: DistillConfig) -> list[dict[str, Any]]:
+def distill_prompts(config: DistillConfig) -> list[dict[str, Any]]:
     """The prompt rows of every source (`data_tools.sources.read_source`), responses stripped, ids unique."""
     from data_tools.sources import read_source
 
@@ -124,7 +124,7 @@ def _prepare(config: DistillConfig, out: Path) -> list[dict[str, Any]]:
     prompts_file = out / PROMPTS_FILE
     if prompts_file.is_file():
         return [row for _, row in read_jsonl(prompts_file)]
-    prompts = load_prompts(config)
+    prompts = distill_prompts(config)
     write_atomic(prompts_file, _jsonl(prompts))
     return prompts
 
@@ -177,7 +177,7 @@ def _summary(values: list[int]) -> dict[str, float]:
             "p90": ordered[min(len(values) - 1, int(0.9 * len(values)))], "max": ordered[-1]}
 
 
-def select_rows(
+def select_traces(
     config: DistillConfig, prompts: list[dict[str, Any]], records: dict[tuple[str, int], dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The SFT rows the policy keeps, and the run's statistics (pure: the same records give the same rows)."""
@@ -296,7 +296,7 @@ def run_distill(
     verifier = Verifier(config.verify)
     verifier.check(["prompt", "solution", "tests", "entry_point", "id", "domain", "source"])
     records = generate_samples(config, prompts, verifier, backend)
-    rows, stats = select_rows(config, prompts, records)
+    rows, stats = select_traces(config, prompts, records)
     marker.unlink(missing_ok=True)
     data_path = write_atomic(out / SELECTED_FILE, _jsonl(rows))
     write_atomic(out / "stats.json", json.dumps(stats, indent=2))

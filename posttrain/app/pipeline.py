@@ -25,10 +25,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from posttrain.files import replacing, write_atomic
+from posttrain.config_files import from_mapping, read_yaml
 from posttrain.cpu_threads import launch_threads
+from posttrain.files import replacing, write_atomic
 from posttrain.training import FINAL_DIR
 
 
@@ -63,29 +62,19 @@ class PipelineConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
 
 
-def load_pipeline_config(path: str | os.PathLike) -> PipelineConfig:
-    """Read and check a pipeline YAML; errors name the file and the bad key."""
-    raw = yaml.safe_load(Path(path).read_text())
+def load_pipeline_config(path: str | os.PathLike, output_dir: str | None = None) -> PipelineConfig:
+    """Read and check a pipeline YAML (`output_dir`, when given, replaces the file's); errors name the file and the
+    bad key."""
+    raw = read_yaml(path, "pipeline config")
     if not isinstance(raw, dict) or "stages" not in raw or "output_dir" not in raw:
         raise ValueError(f"{path}: a pipeline config is a mapping with 'output_dir' and 'stages'")
-    stages = []
-    for i, item in enumerate(raw["stages"]):
-        try:
-            stages.append(Stage(**item))
-        except TypeError as exc:
-            keys = "name, recipe, config, args, num_processes, evaluate"
-            raise ValueError(f"{path}: stages[{i}]: {exc} (keys: {keys})") from exc
+    stages = [from_mapping(Stage, item, f"{path}: stages[{i}]") for i, item in enumerate(raw["stages"])]
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: stage names must be unique, got {names}")
-    try:
-        settings = EvalSettings(**raw.get("eval", {}))
-    except TypeError as exc:
-        raise ValueError(f"{path}: eval: {exc} (keys: benchmarks, limit, max_new_tokens, batch_size)") from exc
-    unknown = set(raw) - {"output_dir", "stages", "eval"}
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)} (expected output_dir, stages, eval)")
-    return PipelineConfig(output_dir=raw["output_dir"], stages=stages, eval=settings)
+    settings = from_mapping(EvalSettings, raw.get("eval", {}), f"{path}: eval")
+    return from_mapping(PipelineConfig, {**raw, "stages": stages, "eval": settings,
+                                         "output_dir": output_dir or raw["output_dir"]}, str(path))
 
 
 def stage_dir(config: PipelineConfig, stage: Stage) -> Path:

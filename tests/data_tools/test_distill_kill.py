@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from data_tools.distill import ShardStore, load_config, run_distill
-from data_tools.distill.run import select_rows
+from data_tools.distill import ShardStore, load_distill_config, run_distill
+from data_tools.distill.run import select_traces
 
 PROMPTS, N = 24, 3
 
@@ -70,9 +70,9 @@ def test_kill_and_rerun_loses_and_duplicates_nothing(tiny_checkpoint: Path, tmp_
     assert len(raw) == PROMPTS * N and max(keys.values()) == 1
     assert set(keys) == {(p, j) for p in prompt_ids for j in range(N)}
 
-    cfg = load_config(config)
+    cfg = load_distill_config(config)
     prompts = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
-    expected, stats = select_rows(cfg, prompts, store.load())
+    expected, stats = select_traces(cfg, prompts, store.load())
     selected = [json.loads(line) for line in (out / "selected.jsonl").read_text().splitlines()]
     assert selected == expected and stats["samples"] == PROMPTS * N
     assert len({r["id"] for r in selected}) == len(selected) > 0

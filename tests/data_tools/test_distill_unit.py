@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from data_tools.distill import ShardStore, load_config, parse_config, run_distill
+from data_tools.distill import ShardStore, load_distill_config, parse_config, run_distill
 from data_tools.distill.config import SelectionConfig
 from data_tools.distill.select import choose, foreign_share, readability
 from posttrain.generation import Completion
@@ -67,10 +67,10 @@ def test_config_errors_name_the_option(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="teacher.model: checkpoint .*missing does not exist"):
         run_distill(missing)
     with pytest.raises(ValueError, match="expected key=value"):
-        load_config(data, ["sampling.n"])
+        load_distill_config(data, ["sampling.n"])
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(json.dumps({"learning_rate": 1e-4, "generation": data}))
-    assert load_config(recipe, ["sampling.n=2", "selection.policy=all"]).sampling.n == 2
+    assert load_distill_config(recipe, ["sampling.n=2", "selection.policy=all"]).sampling.n == 2
 
 
 def test_shard_store_cuts_torn_tail_rotates_and_keys_once(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def test_two_checkpoint_run_writes_results_report_and_plot(tiny_run: Path, tmp_p
     out = tmp_path / "out"
     argv = ["--model", str(tiny_run / "checkpoint-1"), "--model", str(tiny_run / "checkpoint-2"),
             "--benchmark", "arithmetic", "--benchmark", "python_functions", "--limit", "2",
-            "--num-samples", "2", "--k", "1,2", "--max-new-tokens", "8", "--output", str(out)]
+            "--num_samples", "2", "--k", "1,2", "--max_new_tokens", "8", "--output", str(out)]
     assert main(argv) == 0
 
     results = json.loads((out / "results.json").read_text())
@@ -78,7 +78,7 @@ def test_unknown_benchmark_on_the_command_line_lists_the_known_ones(tiny_run: Pa
 
 
 def test_k_above_num_samples_is_refused(tiny_run: Path) -> None:
-    with pytest.raises(ValueError, match="raise --num-samples"):
+    with pytest.raises(ValueError, match="raise --num_samples"):
         evaluate([tiny_run], ["arithmetic"], num_samples=2, k=[1, 8])
 
 

@@ -1,4 +1,4 @@
-"""`posttrain data build --config MIX.yaml --output DIR [--on-error skip]`: build an SFT mix."""
+"""`posttrain data build --config MIX.yaml --output DIR [--on_error skip]`: build an SFT mix."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build = sub.add_parser("build", help="Build a mix spec into a datasets dir with stats.json and stats.md.")
     build.add_argument("--config", required=True, type=Path, help="The mix spec YAML (see docs/data.md).")
     build.add_argument("--output", required=True, type=Path, help="The dir to write (must not exist).")
-    build.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+    build.add_argument("--on_error", choices=("raise", "skip"), default="raise",
                        help="On a bad row: stop naming its file, row and field (raise), or skip and count it.")
     build.add_argument("--overwrite", action="store_true", help="Replace --output if it exists.")
-    build.add_argument("--num-proc", type=int, default=None, help="Worker processes (default: the spec's, or CPUs).")
+    build.add_argument("--num_proc", type=int, default=None, help="Worker processes (default: the spec's, or CPUs).")
     build.set_defaults(func=build_command)
 
 

@@ -28,12 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def generate_command(args: argparse.Namespace) -> int:
     """Run (or resume, or skip) a distillation; print where the rows are and the acceptance figures."""
-    from data_tools.distill import load_config, run_distill
+    from data_tools.distill import load_distill_config, run_distill
     from data_tools.distill.run import stats_markdown
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        result = run_distill(load_config(args.config, args.overrides))
+        result = run_distill(load_distill_config(args.config, args.overrides))
     except (ValueError, RuntimeError) as exc:  # a bad config, a changed config on old output, a busy output_dir
         print(f"posttrain distill generate: {exc}", file=sys.stderr)
         return 2

@@ -113,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="measure on the model's own greedy completions of the prompts (up to N new tokens) "
                           "instead of the given answers (default 0: the given text)")
     acc.add_argument("--depths", type=int, default=None, help="MTP depths to chain (default: all the model has)")
-    acc.add_argument("--batch-size", type=int, default=16, help="rows per forward (default: 16)")
+    acc.add_argument("--batch_size", type=int, default=16, help="rows per forward (default: 16)")
     acc.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     acc.add_argument("--json", action="store_true", help="print JSON instead of text")
     acc.set_defaults(func=cmd_mtp_acceptance)

@@ -33,10 +33,10 @@ def list_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_spec(text: str) -> str | dict[str, Any]:
+def parse_reward_spec(text: str) -> str | dict[str, Any]:
     """A command-line spec: JSON when it starts with `{`, else the string itself.
 
-    >>> parse_spec('{"name": "code", "timeout": 3}'), parse_spec("math")
+    >>> parse_reward_spec('{"name": "code", "timeout": 3}'), parse_reward_spec("math")
     ({'name': 'code', 'timeout': 3}, 'math')
     """
     if not text.lstrip().startswith("{"):
@@ -68,7 +68,7 @@ def check_command(args: argparse.Namespace) -> int:
 
     rows = read_rows(args.input)
     try:
-        reward = get_reward(parse_spec(args.spec))
+        reward = get_reward(parse_reward_spec(args.spec))
         check_columns([reward], sorted({column for row in rows for column in row}))
     except (ValueError, TypeError) as exc:
         print(f"posttrain rewards check: {exc}", file=sys.stderr)
