@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from posttrain.model import load_model, save_model
+from posttrain.model import load_model, load_tokenizer, save_model
 from posttrain.model.io import MTP_COPIES_FILE, add_mtp_copies
 from posttrain.model.presets import PRESETS
 from posttrain.tokenizer import build_tokenizer
@@ -140,3 +140,16 @@ def test_impossible_group_routing_is_a_clear_error():
         load_model("tiny", n_group=3)
     with pytest.raises(ValueError, match="topk_group=5 of n_group=4"):
         load_model("tiny", topk_group=5)
+
+
+def test_one_tokenizer_loader_for_every_model_source(tiny_checkpoint, tmp_path):
+    embedded = build_tokenizer().get_vocab()
+    for source in (None, "tiny", tiny_checkpoint / "config.json"):
+        assert load_tokenizer(source).get_vocab() == embedded
+    own = load_tokenizer(tiny_checkpoint)
+    assert own.get_vocab() == AutoTokenizer.from_pretrained(tiny_checkpoint).get_vocab()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "tokenizer.json").write_text("{")
+    with pytest.raises(ValueError, match=f"tokenizer: cannot load '{broken}'"):
+        load_tokenizer(broken)
