@@ -18,12 +18,13 @@ import statistics
 import tempfile
 import time
 
-from trl import GRPOConfig, GRPOTrainer
+import trl
+from trl import GRPOConfig
 from trl.rewards import accuracy_reward, think_format_reward
 
 import rewards
 from data_tools import load_prompts
-from posttrain.training import ModelArguments, attach, build_model_and_tokenizer
+from posttrain.training import GRPOTrainer, ModelArguments, attach, build_model_and_tokenizer
 from rewards.failure_callback import RewardFailuresCallback
 
 
@@ -40,8 +41,9 @@ def run_arm(ours: bool, model, tokenizer, dataset, steps: int, completion_len: i
         callbacks = [RewardFailuresCallback(funcs)]
     else:
         funcs, callbacks = [accuracy_reward, think_format_reward], []
-    trainer = GRPOTrainer(model=copy.deepcopy(model), reward_funcs=funcs, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, callbacks=callbacks)
+    trainer_class = GRPOTrainer if ours else trl.GRPOTrainer
+    trainer = trainer_class(model=copy.deepcopy(model), reward_funcs=funcs, args=args, train_dataset=dataset,
+                                processing_class=tokenizer, callbacks=callbacks)
     if ours:
         attach(trainer, ModelArguments())
     trainer.train()

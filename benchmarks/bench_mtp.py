@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from posttrain.touchpoints import CACHE_KWARG
+
 
 def _time(fn, reps: int, chunks: int = 5) -> float:
     """Seconds per call: the fastest of `chunks` timed chunks (interference on a shared machine only adds)."""
@@ -58,7 +60,7 @@ def step_costs(model, batch: int, context: int = 64, reps: int = 30) -> dict[str
     attn = torch.ones(batch, context + 2, dtype=torch.long)
     cache, mtp_cache = DynamicCache(config=model.config), DynamicCache()
     pos = torch.arange(context).expand(batch, -1)
-    hidden = model.model(input_ids=ids, attention_mask=attn[:, :context], position_ids=pos, past_key_values=cache,
+    hidden = model.model(input_ids=ids, attention_mask=attn[:, :context], position_ids=pos, **{CACHE_KWARG: cache},
                          use_cache=True).last_hidden_state
     layer = mtp_layers(model)[0]
     mtp_forward(model, layer, hidden, ids, pos, attn[:, :context], mtp_cache)
@@ -66,7 +68,7 @@ def step_costs(model, batch: int, context: int = 64, reps: int = 30) -> dict[str
     def main_step(n):
         def run():
             model.model(input_ids=ids[:, :n], attention_mask=attn[:, : context + n],
-                        position_ids=pos[:, :n] + context, past_key_values=cache, use_cache=True)
+                        position_ids=pos[:, :n] + context, **{CACHE_KWARG: cache}, use_cache=True)
             model.lm_head(torch.zeros(batch, n, model.config.hidden_size))
             cache.crop(-n)
         return run

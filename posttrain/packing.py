@@ -5,7 +5,7 @@ TRL's padding-free packing concatenates a whole batch into one (1, B*T) row and 
 attention) to keep the sequences apart. Any other kernel gets a dense (B*T)^2 block-diagonal mask: B times the
 attention work of the same tokens laid out as B rows of T (1.9x slower SFT steps for the tiny preset on CPU).
 `use_row_packing` keeps TRL's packed rows as rows, with `position_ids` restarting at each packed sequence;
-`DeepseekV3MTPForCausalLM` then drops the redundant padding mask so that transformers builds the per-row
+`posttrain.touchpoints.drop_redundant_packed_mask` then drops the redundant padding mask so that transformers builds the per-row
 block-diagonal mask from `position_ids` and no sequence attends to another.
 """
 
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+from posttrain.touchpoints import DataCollatorForLanguageModeling, attention_implementation, set_data_collator
 
 
 def needs_row_packing(model: Any) -> bool:
     """True when the model's attention would run a padding-free batch as one long dense-masked row (anything but
     flash-attention kernels, which take the sequence boundaries, and flex attention, whose block mask is sparse)."""
-    impl = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    impl = attention_implementation(model)
     return impl != "flex_attention" and "flash" not in impl
 
 
@@ -50,5 +50,5 @@ def use_row_packing(trainer: Any) -> bool:
     model = trainer.accelerator.unwrap_model(trainer.model)
     if not getattr(trainer, "padding_free", False) or not needs_row_packing(model):
         return False
-    trainer.data_collator = RowPackedCollator(collator.pad_token_id, collator.pad_to_multiple_of)
+    set_data_collator(trainer, RowPackedCollator(collator.pad_token_id, collator.pad_to_multiple_of))
     return True

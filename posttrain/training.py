@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import trl
 from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl import SFTTrainer
 
 from posttrain.cpu_threads import set_cpu_threads
 from posttrain.model import PRESETS, add_training_callbacks, load_model, load_tokenizer, save_model
 from posttrain.packing import use_row_packing
+from posttrain.trainer_metrics import LogsCallbackMetrics
 
 FINAL_DIR = "final"
 
@@ -133,6 +134,14 @@ def attach(trainer: Trainer, args: ModelArguments) -> Trainer:
     """Add the MoE training callback (bias update, router/MTP metrics) to a built HF/TRL trainer."""
     add_training_callbacks(trainer, gamma=args.bias_update_speed, log_expert_loads=args.log_expert_loads)
     return trainer
+
+
+class SFTTrainer(LogsCallbackMetrics, trl.SFTTrainer):
+    """TRL's `SFTTrainer`; its logs also carry the metrics of our callbacks (router, MTP, balance loss)."""
+
+
+class GRPOTrainer(LogsCallbackMetrics, trl.GRPOTrainer):
+    """TRL's `GRPOTrainer`; its logs also carry the metrics of our callbacks (router, MTP, reward failures)."""
 
 
 def train_sft(model, tokenizer: PreTrainedTokenizerBase, dataset, training_args, model_args: ModelArguments,

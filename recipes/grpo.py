@@ -14,11 +14,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from trl import GRPOConfig, GRPOTrainer, TrlParser
+from trl import GRPOConfig, TrlParser
 
 import rewards
 from data_tools import load_prompts
 from posttrain.training import (
+    GRPOTrainer,
     ModelArguments,
     build_model_and_tokenizer,
     finish,

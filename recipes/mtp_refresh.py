@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset
-from trl import SFTConfig, SFTTrainer, TrlParser
+from trl import SFTConfig, TrlParser
 
 from data_tools import load_prompts, read_source
 from posttrain.files import read_jsonl, write_atomic
 from posttrain.generation import own_completions
 from posttrain.model.acceptance import acceptance_on_rows, tokenize_conversations
 from posttrain.model.speculative import mtp_layers
-from posttrain.training import ModelArguments, build_model_and_tokenizer, finish, train
+from posttrain.training import ModelArguments, SFTTrainer, build_model_and_tokenizer, finish, train
 
 SAMPLES_FILE = "samples.jsonl"
 

@@ -1,26 +1,22 @@
 """The running count of each reward's failures in the trainer's logs, as `rewards/<name>/failures`.
 
 Rewards report each batch's failure rate themselves (`rewards.base.log_failure_rate`, through TRL's `log_metric`);
-this callback adds the count so far (rows that raised or timed out, `Reward.stats`) to every log line. It lives in
+this callback adds the count so far (rows that raised or timed out, `Reward.stats`) to every log line of a
+`LogsCallbackMetrics` trainer (`posttrain.trainer_metrics`; `posttrain.training.GRPOTrainer` is one). It lives in
 its own module so `import rewards` stays free of transformers' Trainer.
 """
 
 from __future__ import annotations
 
-from transformers import TrainerCallback
-
+from posttrain.trainer_metrics import MetricsCallback
 from rewards.base import failure_metric
 
 
-class RewardFailuresCallback(TrainerCallback):
+class RewardFailuresCallback(MetricsCallback):
     """Log each reward's failure count (rows that raised or timed out) as `rewards/<name>/failures`."""
 
     def __init__(self, reward_funcs: list) -> None:
         self.reward_funcs = [f for f in reward_funcs if hasattr(f, "stats")]
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        metrics = {failure_metric(f.__name__, "failures"): float(f.stats.failures) for f in self.reward_funcs}
-        if logs is not None:
-            logs.update(metrics)
-        if state.log_history:
-            state.log_history[-1].update(metrics)
+    def metrics(self) -> dict[str, float]:
+        return {failure_metric(f.__name__, "failures"): float(f.stats.failures) for f in self.reward_funcs}

@@ -12,9 +12,9 @@ update and keeps the router statistics; at each log it merges, averaged over the
     seq_balance_loss                sum over layers of the sequence-wise balance loss (before alpha), when alpha > 0
     mtp/acceptance                  drafts accepted / made by `generate` with `speculative_generation` (rollouts)
 
-`Trainer.log` appends a copy of the logs to `state.log_history` before callbacks run and reporting callbacks
-(TensorBoard, ...) run before callbacks passed by the user, so the metrics are added to both `logs` and the last
-`log_history` entry; `add_training_callbacks(trainer)` puts the callback first so reporters see them too.
+The metrics reach the logs through `Trainer.log` (`posttrain.trainer_metrics`): a trainer with the
+`LogsCallbackMetrics` mixin adds every `MetricsCallback`'s `metrics()` before `log_history` and the reporters
+(TensorBoard, ...) see the logs. `posttrain.training.SFTTrainer` and `GRPOTrainer` are TRL's with the mixin.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from posttrain.model.io import add_mtp_copies
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM
 from posttrain.model.router_stats import RouterLoads, max_violation
 from posttrain.model.speculative import SpeculativeStats
+from posttrain.trainer_metrics import LogsCallbackMetrics, MetricsCallback
 
 _LOSSES = ("mtp_loss", "seq_balance_loss")
 
@@ -40,9 +41,10 @@ def _our_model(model: nn.Module) -> DeepseekV3MTPForCausalLM | None:
     return next((m for m in model.modules() if isinstance(m, DeepseekV3MTPForCausalLM)), None)
 
 
-class MoETrainingCallback(TrainerCallback):
+class MoETrainingCallback(MetricsCallback):
     """Bias update (gamma) after each optimizer step, plus router, MTP and balance-loss metrics in the logs.
 
+    >>> from posttrain.training import SFTTrainer
     >>> trainer = SFTTrainer(model=model, ..., callbacks=training_callbacks(model, gamma=1e-3))  # doctest: +SKIP
     """
 
@@ -114,13 +116,6 @@ class MoETrainingCallback(TrainerCallback):
         self._reset()
         return out
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
-        metrics = self.metrics()
-        if logs is not None:
-            logs.update(metrics)
-        if state.log_history:
-            state.log_history[-1].update(metrics)
-
 
 class MTPCheckpointCallback(TrainerCallback):
     """Give each `checkpoint-N` the Trainer saves the MTP copies of the embedding and head that `save_model` writes,
@@ -134,7 +129,8 @@ class MTPCheckpointCallback(TrainerCallback):
 def training_callbacks(
     model: nn.Module, gamma: float = 1e-3, log_expert_loads: bool = False, grad_scaler: Any = None
 ) -> list[TrainerCallback]:
-    """The callbacks a recipe passes to any HF/TRL trainer (`callbacks=...`) for a DeepSeek-V3 model.
+    """The callbacks a recipe passes to a `LogsCallbackMetrics` HF/TRL trainer (`callbacks=...`) for a DeepSeek-V3
+    model.
 
     `gamma` is the bias update speed (report: 0.001, 0 for the last 500B tokens); 0 keeps the statistics only.
     `grad_scaler`: under fp16, the trainer's `accelerator.scaler` (`add_training_callbacks` passes it), so the MTP
@@ -150,12 +146,15 @@ def training_callbacks(
 
 
 def add_training_callbacks(trainer: Trainer, gamma: float = 1e-3, log_expert_loads: bool = False) -> None:
-    """Add the callbacks to a built trainer, first in line, so TensorBoard and other reporters log their metrics.
+    """Add the callbacks to a built `LogsCallbackMetrics` trainer (`Trainer.add_callback`).
 
     >>> trainer = SFTTrainer(model=model, args=args, train_dataset=data)  # doctest: +SKIP
     >>> add_training_callbacks(trainer, gamma=1e-3)                     # doctest: +SKIP
     """
+    if not isinstance(trainer, LogsCallbackMetrics):
+        raise TypeError(f"{type(trainer).__name__} would not log the router and MTP metrics: build the trainer with "
+                        "posttrain.training.SFTTrainer / GRPOTrainer, or a class (LogsCallbackMetrics, YourTrainer)")
     callbacks = training_callbacks(trainer.model, gamma=gamma, log_expert_loads=log_expert_loads,
                                    grad_scaler=getattr(trainer.accelerator, "scaler", None))
-    for callback in reversed(callbacks):
-        trainer.callback_handler.callbacks.insert(0, callback)
+    for callback in callbacks:
+        trainer.add_callback(callback)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import torch
 from transformers import GenerationConfig
-from transformers.cache_utils import Cache
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast
 from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3ForCausalLM, DeepseekV3MoE
@@ -33,6 +32,7 @@ from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3ForCa
 from posttrain.model.balance import batch_balance_loss
 from posttrain.model.mtp import MtpLayer, mtp_loss
 from posttrain.model.speculative import SpeculativeStats, speculative_generate
+from posttrain.touchpoints import allow_experts_implementation, drop_redundant_packed_mask
 
 MTP_LOSS_WEIGHT = 0.1  # lambda: the report uses 0.3 for the first 10T tokens, 0.1 for the rest
 SEQ_BALANCE_ALPHA = 0.0  # alpha: "extremely small" in the report (0.0001); off by default
@@ -43,43 +43,6 @@ class DeepseekV3MTPOutput(MoeCausalLMOutputWithPast):
     """`MoeCausalLMOutputWithPast` with the MTP loss (mean over depths, before lambda); `aux_loss` is L_Bal / alpha."""
 
     mtp_loss: torch.FloatTensor | None = None
-
-
-def packed_rows_mask_is_redundant(
-    attention_mask: torch.Tensor | None,
-    position_ids: torch.Tensor | None,
-    past_key_values: Cache | None,
-    use_cache: bool | None,
-) -> bool:
-    """True for a right-padding 2D mask over rows whose `position_ids` restart (packed sequences), without a cache.
-
-    transformers builds the per-row block-diagonal mask from `position_ids` only when no 2D mask is given; with one,
-    packed sequences would attend to each other. Dropping a right-padding mask loses nothing: causal attention keeps
-    every real token off the padding after it (padding positions are not scored).
-
-    >>> pos = torch.tensor([[0, 1, 0, 1, 0]])
-    >>> packed_rows_mask_is_redundant(torch.tensor([[1, 1, 1, 1, 0]]), pos, None, False)
-    True
-    >>> packed_rows_mask_is_redundant(torch.tensor([[0, 1, 1, 1, 1]]), pos, None, False)  # left padding: keep
-    False
-    """
-    if attention_mask is None or attention_mask.dim() != 2 or position_ids is None:
-        return False
-    if past_key_values is not None or use_cache is not False:  # with a cache transformers ignores packing anyway
-        return False
-    mask = attention_mask.bool()
-    right_padded = bool((mask.int().cummin(dim=-1).values.bool() == mask).all())
-    pos = position_ids.expand_as(mask)
-    restarts = bool(((pos[:, 1:] <= pos[:, :-1]) & mask[:, 1:]).any())
-    return right_padded and restarts
-
-
-def _drop_redundant_packed_mask(module, args, kwargs):
-    """Backbone pre-hook (TRL's fused forward skips ours): let transformers separate packed rows' sequences."""
-    keys = ("attention_mask", "position_ids", "past_key_values", "use_cache")
-    if packed_rows_mask_is_redundant(*(kwargs.get(k) for k in keys)):
-        return args, {**kwargs, "attention_mask": None}
-    return None
 
 
 class _AddLossGrad(torch.autograd.Function):
@@ -95,6 +58,7 @@ class _AddLossGrad(torch.autograd.Function):
         return grad, torch.full_like(ctx.like, ctx.scale), None
 
 
+@allow_experts_implementation  # our experts are transformers' own (posttrain.touchpoints)
 class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
     """DeepSeek-V3 with `num_nextn_predict_layers` trainable MTP modules and the sequence-wise balance loss.
 
@@ -106,9 +70,6 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
 
     # The released checkpoints repeat the shared embedding and head inside each MTP layer; we use the main ones.
     _keys_to_ignore_on_load_unexpected = [r"model\.layers\.\d+\.(embed_tokens|shared_head\.head)\.weight"]
-    # transformers decides whether the experts backend (eager / batched_mm / grouped_mm) may be chosen by grepping
-    # the class's module source for "@use_experts_implementation"; our experts are its own, so say so.
-    _can_set_experts_implementation_cached_value = True
 
     def __init__(self, config: DeepseekV3Config) -> None:
         super().__init__(config)
@@ -124,7 +85,7 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         self._extras: dict[str, torch.Tensor] = {}
         self.register_forward_pre_hook(self._remember_labels, with_kwargs=True)
         self.model.register_forward_pre_hook(self._start_router_capture)
-        self.model.register_forward_pre_hook(_drop_redundant_packed_mask, with_kwargs=True)
+        self.model.register_forward_pre_hook(drop_redundant_packed_mask, with_kwargs=True)
         self.model.register_forward_hook(self._add_training_losses, with_kwargs=True)
         for layer in self.model.layers[config.first_k_dense_replace : n]:
             if isinstance(layer.mlp, DeepseekV3MoE):
@@ -184,20 +145,22 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> DeepseekV3MTPOutput:
-        """The parent's forward; in training `loss` also holds aux_grad_scale * (lambda*L_MTP + alpha*L_Bal)."""
+        """The parent's forward; in training `loss` also holds aux_grad_scale * (lambda*L_MTP + alpha*L_Bal).
+
+        The KV cache passes through `kwargs` under whichever name the installed transformers uses
+        (`posttrain.touchpoints.CACHE_KWARG`).
+        """
         self._extras = {}
         out = super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             labels=labels,
             use_cache=use_cache,
@@ -208,16 +171,8 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         loss = out.loss
         if loss is not None and "total" in extras:
             loss = loss + self.aux_grad_scale * extras["total"]
-        return DeepseekV3MTPOutput(
-            loss=loss,
-            mtp_loss=extras.get("mtp_loss"),
-            aux_loss=extras.get("seq_balance_loss"),
-            logits=out.logits,
-            past_key_values=out.past_key_values,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-            router_logits=out.router_logits,
-        )
+        fields = {**out, "loss": loss, "mtp_loss": extras.get("mtp_loss"), "aux_loss": extras.get("seq_balance_loss")}
+        return DeepseekV3MTPOutput(**fields)
 
     def generate(self, inputs: torch.Tensor | None = None, generation_config: GenerationConfig | None = None,
                  **kwargs):

@@ -24,6 +24,8 @@ from transformers.masking_utils import create_causal_mask
 from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3DecoderLayer, DeepseekV3RMSNorm
 
+from posttrain.touchpoints import CACHE_KWARG
+
 
 class SharedHead(nn.Module):
     """The MTP module's own final norm; the output projection is the main model's `lm_head` (not owned here)."""
@@ -103,7 +105,7 @@ def mtp_loss(
         config=config,
         inputs_embeds=hidden,
         attention_mask=attention_mask,
-        past_key_values=None,
+        **{CACHE_KWARG: None},
         position_ids=position_ids,
     )
     losses = []

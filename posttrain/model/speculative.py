@@ -46,6 +46,8 @@ from transformers.cache_utils import DynamicCache
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 from transformers.masking_utils import create_causal_mask
 
+from posttrain.touchpoints import CACHE_KWARG
+
 
 @dataclass
 class SpeculativeStats:
@@ -109,7 +111,7 @@ def mtp_forward(
             config=model.config,
             inputs_embeds=x,
             attention_mask=attention_mask,
-            past_key_values=cache if seen else None,
+            **{CACHE_KWARG: cache if seen else None},
             position_ids=position_ids,
             layer_idx=idx if seen else None,
         )
@@ -118,7 +120,7 @@ def mtp_forward(
         hidden_states=layer.input_layernorm(x),
         attention_mask=mask,
         position_ids=position_ids,
-        past_key_values=cache,
+        **{CACHE_KWARG: cache},
         use_cache=cache is not None,
         position_embeddings=rotary,
     )
@@ -226,7 +228,7 @@ def speculative_generate(
         attn = attention_mask.to(device=device, dtype=torch.long)
         positions = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 1)
         cache, mtp_cache = DynamicCache(config=model.config), DynamicCache()
-        hidden = model.model(input_ids=input_ids, attention_mask=attn, position_ids=positions, past_key_values=cache,
+        hidden = model.model(input_ids=input_ids, attention_mask=attn, position_ids=positions, **{CACHE_KWARG: cache},
                              use_cache=True).last_hidden_state
         first = _pick(probs(model.lm_head(hidden[:, -1:]).squeeze(1)), sampled, generator)
         next_ids = torch.cat([input_ids[:, 1:], first[:, None]], dim=1)
@@ -246,7 +248,7 @@ def speculative_generate(
             step_ids = torch.stack([pending, draft], dim=1)  # (B, 2)
             step_pos = n_real[:, None] + torch.arange(2, device=device)
             attn = torch.cat([attn, torch.ones(B, 2, dtype=attn.dtype, device=device)], dim=1)
-            hidden = model.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, past_key_values=cache,
+            hidden = model.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, **{CACHE_KWARG: cache},
                                  use_cache=True).last_hidden_state  # (B, 2, D)
             p = probs(model.lm_head(hidden))  # (B, 2, V)
             accepted, fix = accept_drafts(draft, q if sampled else None, p[:, 0], generator)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import doctest
 
 import torch
-from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 import posttrain.packing
 from posttrain.model import load_model
-from posttrain.model.modeling import packed_rows_mask_is_redundant
 from posttrain.packing import RowPackedCollator, needs_row_packing
+from posttrain.touchpoints import DataCollatorForLanguageModeling, packed_rows_mask_is_redundant
 
 
 def _examples() -> list[dict]:

@@ -11,14 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from posttrain.model import MoETrainingCallback, add_training_callbacks, load_model, training_callbacks
-from posttrain.tokenizer import build_tokenizer
 from posttrain.cpu_threads import cores_per_process, set_cpu_threads
+from posttrain.model import add_training_callbacks, load_model, training_callbacks
+from posttrain.tokenizer import build_tokenizer
+from posttrain.trainer_metrics import LogsCallbackMetrics
 from posttrain.training import ModelArguments, build_model_and_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+class LoggingTrainer(LogsCallbackMetrics, Trainer):
+    """transformers' `Trainer` logging our callbacks' metrics."""
 
 
 def _lm_dataset(n: int = 16, length: int = 24) -> Dataset:
@@ -34,8 +39,8 @@ def _args(tmp_path, **kw) -> dict:
 def test_trainer_run_updates_biases_and_logs_router_and_mtp_metrics(tmp_path):
     torch.manual_seed(0)
     model = load_model("tiny", seq_balance_alpha=1e-3)
-    trainer = Trainer(model=model, args=TrainingArguments(**_args(tmp_path)), train_dataset=_lm_dataset(),
-                      callbacks=training_callbacks(model, gamma=1e-3))
+    trainer = LoggingTrainer(model=model, args=TrainingArguments(**_args(tmp_path)), train_dataset=_lm_dataset(),
+                             callbacks=training_callbacks(model, gamma=1e-3))
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2
@@ -47,12 +52,24 @@ def test_trainer_run_updates_biases_and_logs_router_and_mtp_metrics(tmp_path):
     assert bias.abs().max() > 0 and abs(bias.mean().item()) < 1e-6
 
 
-def test_add_training_callbacks_runs_before_reporters(tmp_path):
+class _Reporter(TrainerCallback):
+    """Stands for TensorBoard and the other reporters, which the Trainer calls before callbacks added later."""
+
+    def __init__(self) -> None:
+        self.logs: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs))
+
+
+def test_added_training_callbacks_reach_reporters_and_log_history(tmp_path):
     model = load_model("tiny", mtp_loss_weight=0.0)
-    trainer = Trainer(model=model, args=TrainingArguments(**_args(tmp_path)), train_dataset=_lm_dataset())
+    reporter = _Reporter()
+    trainer = LoggingTrainer(model=model, args=TrainingArguments(**_args(tmp_path)), train_dataset=_lm_dataset(),
+                             callbacks=[reporter])
     add_training_callbacks(trainer, gamma=0.0, log_expert_loads=True)
-    assert isinstance(trainer.callback_handler.callbacks[0], MoETrainingCallback)
     trainer.train()
+    assert "router/maxvio" in reporter.logs[0]
     first = trainer.state.log_history[0]
     assert "router/load/layer_1/expert_15" in first and "mtp_loss" not in first
     assert "router/maxvio/layer_4" not in first  # the MTP layer does not route when MTP does not train
@@ -60,7 +77,9 @@ def test_add_training_callbacks_runs_before_reporters(tmp_path):
 
 
 def test_sft_trainer_packed_assistant_only_trains_mtp_through_trl_fused_head(tmp_path):
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+
+    from posttrain.training import SFTTrainer
 
     torch.manual_seed(0)
     model = load_model("tiny", mtp_loss_weight=0.3)
@@ -78,7 +97,9 @@ def test_sft_trainer_packed_assistant_only_trains_mtp_through_trl_fused_head(tmp
 
 @pytest.mark.slow
 def test_grpo_trainer_runs_with_the_callback_and_mtp_off(tmp_path):
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
+
+    from posttrain.training import GRPOTrainer
 
     torch.manual_seed(0)
     model = load_model("tiny", mtp_loss_weight=0.0)
@@ -99,6 +120,7 @@ import json, os, sys, torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 from posttrain.model import load_model, training_callbacks
+from posttrain.trainer_metrics import LogsCallbackMetrics
 torch.manual_seed(0)
 model = load_model("tiny")
 rank_data = torch.randint(10, 1000, (16, 24), generator=torch.Generator().manual_seed(0)).tolist()
@@ -106,7 +128,8 @@ ds = Dataset.from_dict({"input_ids": rank_data, "labels": rank_data})
 args = TrainingArguments(output_dir=sys.argv[1], per_device_train_batch_size=2, gradient_accumulation_steps=2,
                          max_steps=2, logging_steps=1, report_to=[], save_strategy="no", disable_tqdm=True,
                          use_cpu=True)
-trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=training_callbacks(model))
+trainer = type("LoggingTrainer", (LogsCallbackMetrics, Trainer), {})(model=model, args=args, train_dataset=ds,
+                                                                    callbacks=training_callbacks(model))
 trainer.train()
 rank = trainer.args.process_index
 with open(f"{sys.argv[1]}/log_{rank}.json", "w") as f:
@@ -175,3 +198,9 @@ def test_moe_callback_gives_the_extras_the_fp16_grad_scalers_scale(tmp_path):
     scaler.update(128.0)  # it backs off (as after an overflow); the next step follows it
     callback.on_step_begin(args, None, None)
     assert model.loss_scale == 128.0
+
+
+def test_add_training_callbacks_refuses_a_trainer_that_would_not_log_them(tmp_path):
+    trainer = Trainer(model=load_model("tiny"), args=TrainingArguments(**_args(tmp_path)), train_dataset=_lm_dataset())
+    with pytest.raises(TypeError, match="LogsCallbackMetrics"):
+        add_training_callbacks(trainer)
