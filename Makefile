@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/python recipes/pipeline.py --config recipes/configs/tiny/pipeline.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -18,6 +18,13 @@ needs_gsm8k = pytest.mark.skipif(not GSM8K.is_file(), reason=f"no local GSM8K te
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tiers: every test not marked `integration` or `slow` (doctests too) is a `unit` test."""
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in ("integration", "slow")):
+            item.add_marker(pytest.mark.unit)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path to a random-init `tiny` checkpoint (seed 0) written by `posttrain.model.save_model`."""

@@ -18,6 +18,8 @@ import yaml
 from data_tools.distill import ShardStore, load_distill_config, run_distill
 from data_tools.distill.run import select_traces
 
+pytestmark = pytest.mark.integration
+
 PROMPTS, N = 24, 3
 
 

@@ -20,6 +20,8 @@ import pytest
 
 from data_tools.distill import OpenAIBackend, SamplingConfig, TeacherConfig, parse_config, run_distill
 
+pytestmark = pytest.mark.integration
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -12,6 +12,8 @@ import pytest
 import torch
 import yaml
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -167,16 +167,6 @@ def test_failed_requests_are_recorded_then_retried(tmp_path: Path) -> None:
     assert sum(sum(c) for c in teacher.calls) == 12
 
 
-@pytest.mark.parametrize("name", ["config", "backends", "select", "shards", "run"])
-def test_docstring_examples(name: str) -> None:
-    import doctest
-    import importlib
-
-    module = importlib.import_module(f"data_tools.distill.{name}")
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0
-
-
 def test_vllm_backend_is_optional(tiny_checkpoint: Path) -> None:
     import importlib.util
 

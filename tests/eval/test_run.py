@@ -14,6 +14,8 @@ from eval.report import markdown_report, plot
 from eval.run import main
 from eval.scoring import Result
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -52,19 +52,3 @@ def test_cli_init_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert main(["model", "init", "--preset", "tiny", "--output", str(tmp_path / "ck")]) == 0
     assert (tmp_path / "ck" / "tokenizer.json").exists()
     assert load_model(tmp_path / "ck").config.num_nextn_predict_layers == 1
-
-
-def test_docstring_examples_run():
-    import doctest
-
-    import posttrain.model.callbacks
-    import posttrain.model.info
-    import posttrain.model.io
-    import posttrain.model.lora
-    import posttrain.model.modeling
-    import posttrain.model.mtp
-    import posttrain.model.router_stats
-
-    for module in (posttrain.model.callbacks, posttrain.model.info, posttrain.model.io, posttrain.model.lora,
-                   posttrain.model.modeling, posttrain.model.mtp, posttrain.model.router_stats):
-        assert doctest.testmod(module).failed == 0, module.__name__

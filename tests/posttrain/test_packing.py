@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import doctest
-
 import torch
 
-import posttrain.packing
 from posttrain.model import load_model
 from posttrain.packing import RowPackedCollator, needs_row_packing
 from posttrain.touchpoints import DataCollatorForLanguageModeling, packed_rows_mask_is_redundant
@@ -56,7 +53,3 @@ def test_row_packing_only_without_a_varlen_kernel():
     assert needs_row_packing(model)  # sdpa
     model.config._attn_implementation = "flash_attention_2"
     assert not needs_row_packing(model)
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(posttrain.packing).failed == 0

@@ -12,6 +12,8 @@ import pytest
 
 from posttrain.app.pipeline import load_pipeline_config, run_pipeline, stage_command
 
+pytestmark = pytest.mark.integration
+
 # A stand-in recipe: copies --model_name_or_path to <output_dir>/final, as a finished recipe leaves it, and counts runs.
 COPY_RECIPE = textwrap.dedent('''
     import argparse, shutil, sys

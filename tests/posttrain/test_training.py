@@ -19,6 +19,8 @@ from posttrain.tokenizer import build_tokenizer
 from posttrain.trainer_metrics import LogsCallbackMetrics
 from posttrain.training import ModelArguments, build_model_and_tokenizer
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 
 

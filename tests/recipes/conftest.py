@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CPU2 = REPO / "recipes" / "accelerate" / "cpu2.yaml"
+# A warning line Python prints for a file of ours (not the libraries in a venv under the repo).
+_OUR_WARNING = re.compile(rf"{re.escape(str(REPO))}/(?!\.venv/)\S+\.py:\d+: (FutureWarning|DeprecationWarning)")
 
 
 def load_recipe(name: str) -> ModuleType:
@@ -30,9 +33,12 @@ def launch(recipe: str, *args: str, processes: int = 2, env: dict[str, str] | No
     launcher = ["--config_file", str(CPU2)] if processes == 2 else ["--cpu", "--num_processes", "1",
                                                                     "--mixed_precision", "no"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, f"recipes/{recipe}.py", *args]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+                "PYTHONWARNINGS": "default::DeprecationWarning,default::FutureWarning", **(env or {})}
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    ours = [line for line in proc.stderr.splitlines() if _OUR_WARNING.match(line)]
+    assert not ours, "warnings from our code in a launched recipe:\n" + "\n".join(ours)
     return proc
 
 

@@ -13,6 +13,8 @@ from trl import GRPOConfig
 from posttrain.training import ModelArguments
 from tests.recipes.conftest import launch, load_recipe, log_history
 
+pytestmark = pytest.mark.integration
+
 PLUGIN = textwrap.dedent('''
     def short_bonus(prompts, completions, **kwargs):
         """Plugin given as module:function: rewards shorter completions."""

@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 
 from .conftest import launch, load_recipe
 
+pytestmark = pytest.mark.integration
+
 
 def _weights(checkpoint):
     out = {}

@@ -13,6 +13,8 @@ from transformers import AutoModelForCausalLM
 from posttrain.model.io import MTP_COPIES_FILE
 from tests.recipes.conftest import launch, load_recipe, log_history
 
+pytestmark = pytest.mark.integration
+
 TINY_ARGS = [
     "--config", "recipes/configs/tiny/sft.yaml", "--eval_size", "8", "--max_length", "64",
     "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "4", "--logging_steps", "1",

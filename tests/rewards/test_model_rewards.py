@@ -17,6 +17,8 @@ from transformers import (
 
 from rewards import get_reward
 
+pytestmark = pytest.mark.integration
+
 # No "score", ":" or "/": a random judge built from these words cannot state a verdict by chance.
 WORDS = ["[PAD]", "[UNK]", "</s>", "the", "answer", "is", "42", "41", "what", "6*7", "?"]
 

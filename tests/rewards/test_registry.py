@@ -88,6 +88,7 @@ def test_list_shows_builtins_first():
     assert [info.name for info in list_rewards()][: len(BUILTINS)] == BUILTINS
 
 
+@pytest.mark.integration
 def test_installed_plugin_is_found_through_its_entry_point(tmp_path):
     package = tmp_path / "posttrain_test_plugin"
     (package / "posttrain_test_plugin").mkdir(parents=True)

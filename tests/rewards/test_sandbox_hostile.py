@@ -16,6 +16,8 @@ import pytest
 from rewards import sandbox as sandbox_module
 from rewards.sandbox import Sandbox, SandboxLimits, _readable_by_others, detect_isolation
 
+pytestmark = pytest.mark.integration
+
 TIMEOUT = 2.0
 LEFTOVER = "pt-leftover"  # process name hostile programs give to what they leave behind
 # Renames the calling process so a leftover is recognisable in /proc from outside any namespace.
