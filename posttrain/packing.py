@@ -4,9 +4,9 @@ GPUs without flash-attn).
 TRL's padding-free packing concatenates a whole batch into one (1, B*T) row and relies on a varlen kernel (flash
 attention) to keep the sequences apart. Any other kernel gets a dense (B*T)^2 block-diagonal mask: B times the
 attention work of the same tokens laid out as B rows of T (1.9x slower SFT steps for the tiny preset on CPU).
-`use_row_packing` keeps TRL's packed rows as rows, with `position_ids` restarting at each packed sequence;
-`posttrain.touchpoints.drop_redundant_packed_mask` then drops the redundant padding mask so that transformers builds the per-row
-block-diagonal mask from `position_ids` and no sequence attends to another.
+`use_row_packing` keeps TRL's packed rows as rows, with `position_ids` restarting at each packed sequence; a
+backbone pre-hook (`posttrain.touchpoints.drop_redundant_packed_mask`) then drops the padding mask so that
+transformers builds the per-row block-diagonal mask from `position_ids` and no sequence attends to another.
 """
 
 from __future__ import annotations

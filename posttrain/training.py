@@ -21,9 +21,11 @@ import trl
 from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import ModelConfig, get_peft_config
 
 from posttrain.cpu_threads import set_cpu_threads
 from posttrain.model import PRESETS, add_training_callbacks, load_model, load_tokenizer, save_model
+from posttrain.model.lora import EXPERT_PARAMETERS, MLA_MODULES, MLP_MODULES
 from posttrain.packing import use_row_packing
 from posttrain.trainer_metrics import LogsCallbackMetrics
 
@@ -31,14 +33,21 @@ FINAL_DIR = "final"
 
 
 @dataclass
-class ModelArguments:
-    """What to train and which DeepSeek-V3 extras to switch on; shared by every recipe."""
+class ModelArguments(ModelConfig):
+    """TRL's `ModelConfig` (model path, dtype, its LoRA options) plus the DeepSeek-V3 extras; shared by every
+    recipe. LoRA defaults to the MLA projections, dense MLPs and shared experts (`posttrain.model.lora`)."""
 
     model_name_or_path: str = field(
         default="tiny",
         metadata={"help": f"A checkpoint dir, a config.json, or a preset ({', '.join(PRESETS)}) for random init."},
     )
-    dtype: str = field(default="float32", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (0 with lora_routed_experts)."})
+    lora_target_modules: list[str] | None = field(
+        default_factory=lambda: MLA_MODULES + MLP_MODULES, metadata={"help": "LoRA target modules."}
+    )
+    lora_routed_experts: bool = field(
+        default=False, metadata={"help": "Also put LoRA on the fused routed-expert tensors (PEFT target_parameters)."}
+    )
     mtp_loss_weight: float | None = field(
         default=None,
         metadata={"help": "lambda of the MTP loss (report: 0.3, then 0.1); 0 turns MTP training off. None: keep "
@@ -65,21 +74,27 @@ class ModelArguments:
                   "processes), or unset to keep the launcher's OMP_NUM_THREADS (`accelerate launch` sets 1 unless "
                   "given --num_cpu_threads_per_process or --cpu)."},
     )
-    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    lora_routed_experts: bool = field(
-        default=False, metadata={"help": "Also put LoRA on the fused routed-expert tensors (PEFT target_parameters)."}
-    )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"--dtype {self.dtype!r}: choose float32, bfloat16 or float16")
+        # ModelConfig options our model loading does not take: refuse them rather than ignore them
+        for name, default in (("model_revision", "main"), ("attn_implementation", None), ("load_in_8bit", False),
+                              ("load_in_4bit", False)):
+            if getattr(self, name) != default:
+                raise ValueError(f"--{name} {getattr(self, name)!r}: not supported by posttrain's model loading; "
+                                 f"leave it at {default!r}")
         if self.mtp_loss_weight is not None and self.mtp_loss_weight < 0:
             raise ValueError(f"--mtp_loss_weight must be >= 0, got {self.mtp_loss_weight}")
         threads = self.cpu_threads
         if threads is not None and threads != "auto" and not (str(threads).isdigit() and int(threads) >= 1):
             raise ValueError(f"--cpu_threads {threads!r}: give a number of threads (>= 1) or 'auto'")
+        if self.lora_routed_experts:
+            if self.lora_dropout != 0:
+                raise ValueError(f"--lora_dropout {self.lora_dropout}: PEFT's target_parameters (routed experts) "
+                                 "needs 0")
+            self.lora_target_parameters = self.lora_target_parameters or list(EXPERT_PARAMETERS)
 
 
 def build_model_and_tokenizer(args: ModelArguments, seed: int | None = None):
@@ -122,12 +137,12 @@ def training_columns(dataset, tokenizer: PreTrainedTokenizerBase, assistant_only
 
 
 def peft_config(args: ModelArguments):
-    """The PEFT LoRA config for `args`, or None for full fine-tuning."""
-    if not args.use_peft:
-        return None
-    from posttrain.model.lora import lora_config
+    """The PEFT LoRA config for `args` (TRL's `get_peft_config`), or None for full fine-tuning.
 
-    return lora_config(r=args.lora_r, alpha=args.lora_alpha, routed_experts=args.lora_routed_experts)
+    >>> peft_config(ModelArguments(use_peft=True, lora_routed_experts=True)).target_parameters
+    ['mlp.experts.gate_up_proj', 'mlp.experts.down_proj']
+    """
+    return get_peft_config(args)
 
 
 def attach(trainer: Trainer, args: ModelArguments) -> Trainer:

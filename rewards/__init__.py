@@ -8,7 +8,6 @@ Public API:
 - `get_reward(spec) -> RewardFunc`: a builtin name (`math`, `code`, `format`, `length`, `repetition`,
   `reward_model`, `judge`), an installed plugin (entry-point group `posttrain.rewards`), `package.module:function`,
   `path/to/file.py:function`, or a dict `{"name": ..., **params}` configuring it (`{"name": "code", "timeout": 3}`).
-- `combine(funcs, weights) -> RewardFunc`: their weighted sum.
 - `check_columns(funcs, column_names, rows=())`: raise ValueError, before training, if a reward's column is
   missing or (given the rows) one of its values is malformed.
 - `list_rewards() -> list[RewardInfo]`: builtins and installed plugins.
@@ -26,7 +25,7 @@ TRL's `log_metric` callback (GRPOTrainer passes it), each batch also logs `rewar
 """
 
 from rewards.base import Reward, RewardStats, completion_text
-from rewards.registry import RewardFunc, RewardInfo, check_columns, combine, get_reward, list_rewards
+from rewards.registry import RewardFunc, RewardInfo, check_columns, get_reward, list_rewards
 
 __all__ = [
     "Reward",
@@ -34,7 +33,6 @@ __all__ = [
     "RewardInfo",
     "RewardStats",
     "check_columns",
-    "combine",
     "completion_text",
     "get_reward",
     "list_rewards",

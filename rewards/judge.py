@@ -1,17 +1,15 @@
 """The `judge` reward: a generative model grades each completion against a rubric.
 
 The judge is a local Hugging Face causal-LM checkpoint, or any OpenAI-compatible chat-completions endpoint
-(`transformers serve`, vLLM, a hosted API), called with the standard library only.
+(`transformers serve`, vLLM, a hosted API), called through the `openai` client (its retries and timeouts).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import string
 import threading
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -82,6 +80,9 @@ class JudgeReward(Reward):
     max_new_tokens: int = field(default=256, metadata={"help": "Length of the judge's reply."})
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of the judge."})
     request_timeout: float = field(default=60.0, metadata={"help": "Seconds per endpoint request."})
+    max_retries: int = field(
+        default=2, metadata={"help": "Endpoint retries after 408/409/429/5xx, timeouts and refused connections."}
+    )
     concurrency: int = field(default=8, metadata={"help": "Endpoint requests in flight at once."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per generate call of a local judge."})
     device: str = field(default="", metadata={"help": "Torch device of a local judge; empty means the trainer's."})
@@ -103,12 +104,13 @@ class JudgeReward(Reward):
         self.unparseable = 0
         self._count_lock = threading.Lock()
         self._local: tuple[Any, Any] | None = None
+        self._client: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_local", "_count_lock")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_local", "_client", "_count_lock")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _local=None, _count_lock=threading.Lock())
+        self.__dict__.update(state, _local=None, _client=None, _count_lock=threading.Lock())
 
     def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:
         questions = [self.rubric.format(prompt=prompt_text(p), completion=t, **row)
@@ -134,18 +136,23 @@ class JudgeReward(Reward):
             return list(pool.map(self._request, questions))
 
     def _request(self, question: str) -> str | BaseException:
-        body = {"model": self.api_model, "messages": [{"role": "user", "content": question}],
-                "max_tokens": self.max_new_tokens, "temperature": self.temperature}
-        headers = {"Content-Type": "application/json"}
-        if os.environ.get(self.api_key_env):
-            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
-        request = urllib.request.Request(self.endpoint.rstrip("/") + "/chat/completions",
-                                         data=json.dumps(body).encode(), headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.request_timeout) as response:
-                return json.loads(response.read())["choices"][0]["message"]["content"] or ""
+            reply = self._endpoint_client().chat.completions.create(
+                model=self.api_model, messages=[{"role": "user", "content": question}],
+                max_tokens=self.max_new_tokens, temperature=self.temperature,
+            )
+            return reply.choices[0].message.content or ""
         except Exception as exc:  # noqa: BLE001 - one failed request fails one row
             return exc
+
+    def _endpoint_client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            # Servers without keys (vLLM, `transformers serve`) ignore the placeholder the client requires.
+            self._client = openai.OpenAI(base_url=self.endpoint, api_key=os.environ.get(self.api_key_env) or "EMPTY",
+                                         timeout=self.request_timeout, max_retries=self.max_retries)
+        return self._client
 
     def _ask_local(self, questions: list[str]) -> list[str | BaseException]:
         import torch

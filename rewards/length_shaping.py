@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from trl.rewards import get_soft_overlong_punishment
+
 from rewards.base import Reward, RowScores, Score
 from rewards.completion_length import completion_tokens
 from rewards.math_accuracy import MathReward
@@ -18,8 +20,9 @@ class LengthReward(Reward):
     one earns `min_value_wrong` when short, rising to `max_value_wrong` at `max_len`. Correctness is the `math`
     reward's verdict on column `solution`; rows it cannot judge score None.
 
-    With `overlong_cache > 0` it adds DAPO's soft overlong penalty (arXiv 2503.14476, eq. 13): 0 up to
-    `max_len - overlong_cache`, then falling linearly to -1 at `max_len`, and -1 beyond. With `cosine=False` the
+    With `overlong_cache > 0` it adds DAPO's soft overlong penalty (arXiv 2503.14476, eq. 13, TRL's
+    `get_soft_overlong_punishment`): 0 up to `max_len - overlong_cache`, then falling linearly to -1 at `max_len`,
+    and -1 beyond. With `cosine=False` the
     reward is that penalty alone and needs no `solution`. Length is counted in tokens (`completion_ids`, which
     TRL passes) or, without them, whitespace-separated words.
 
@@ -52,15 +55,18 @@ class LengthReward(Reward):
         # An instance attribute: whether `solution` is needed depends on `cosine`.
         self.required_columns = ("solution",) if self.cosine else ()
         self._math = MathReward(timeout=self.math_timeout) if self.cosine else None
+        overlong = self.overlong_cache > 0
+        self._overlong = get_soft_overlong_punishment(self.max_len, self.overlong_cache) if overlong else None
 
     def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:
-        lengths = [len(completion_tokens(text, row)) for text, row in zip(texts, rows, strict=True)]
+        tokens = [completion_tokens(text, row) for text, row in zip(texts, rows, strict=True)]
         scores: list[Score] = [0.0] * len(texts)
         if self._math is not None:
             correct = self._math(prompts, texts, solution=[row["solution"] for row in rows])
-            scores = [None if c is None else self._cosine(bool(c), n) for c, n in zip(correct, lengths, strict=True)]
-        if self.overlong_cache:
-            scores = [None if s is None else s + self._overlong(n) for s, n in zip(scores, lengths, strict=True)]
+            scores = [None if c is None else self._cosine(bool(c), len(t))
+                      for c, t in zip(correct, tokens, strict=True)]
+        if self._overlong is not None:
+            scores = [None if s is None else s + p for s, p in zip(scores, self._overlong(tokens), strict=True)]
         return scores
 
     def _cosine(self, correct: bool, length: int) -> float:
@@ -69,9 +75,3 @@ class LengthReward(Reward):
         low, high = ((self.min_value_correct, self.max_value_correct) if correct
                      else (self.max_value_wrong, self.min_value_wrong))
         return low + 0.5 * (high - low) * (1.0 + math.cos(progress * math.pi))
-
-    def _overlong(self, length: int) -> float:
-        start = self.max_len - self.overlong_cache
-        if length <= start:
-            return 0.0
-        return (start - length) / self.overlong_cache if length <= self.max_len else -1.0

@@ -9,7 +9,6 @@ import dataclasses
 import importlib
 import importlib.util
 import logging
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -70,7 +69,7 @@ def get_reward(spec: str | dict[str, Any] | RewardFunc) -> RewardFunc:
     >>> get_reward("math").__name__, get_reward({"name": "code", "timeout": 3}).timeout
     ('math', 3)
     """
-    if isinstance(spec, (Reward, _Guarded, _Combined)):
+    if isinstance(spec, (Reward, _Guarded)):
         return spec
     if callable(spec) and not isinstance(spec, type):
         return _Guarded(spec)
@@ -200,34 +199,3 @@ def check_columns(funcs: Iterable[RewardFunc], column_names: Iterable[str],
     for name, column in sorted(required - filled) if seen_rows else ():
         raise ValueError(f"reward {name!r} needs column {column!r}, which is empty (None) in every row of the "
                          "dataset: give rows that have it, or drop the reward")
-
-
-class _Combined:
-    """A weighted sum of rewards; see `combine`."""
-
-    def __init__(self, funcs: Sequence[RewardFunc], weights: Sequence[float]) -> None:
-        self.funcs, self.weights = list(funcs), [float(w) for w in weights]
-        self.__name__ = "+".join(f"{w:g}*{f.__name__}" for f, w in zip(self.funcs, self.weights, strict=True))
-        self.required_columns = tuple(dict.fromkeys(c for f in self.funcs for c in getattr(f, "required_columns", ())))
-
-    def __call__(self, prompts: Any = None, completions: Sequence[Any] = (), **columns: Any) -> list[Score]:
-        per_reward = [f(prompts=prompts, completions=completions, **columns) for f in self.funcs]
-        totals: list[Score] = []
-        for row in zip(*per_reward, strict=True):
-            present = [w * s for w, s in zip(self.weights, row, strict=True) if s is not None and not math.isnan(s)]
-            totals.append(sum(present) if present else None)
-        return totals
-
-
-def combine(funcs: Sequence[RewardFunc], weights: Sequence[float] | None = None) -> RewardFunc:
-    """One reward that is the weighted sum of several; rows a reward scores None are left out of the sum, as
-    TRL's `nansum` does, and a row all rewards score None stays None.
-
-    >>> both = combine([get_reward("format"), get_reward("math")], [0.5, 1.0])
-    >>> both(completions=["<think>x</think> \\\\boxed{2}"], solution=["2"])
-    [1.5]
-    """
-    weights = [1.0] * len(funcs) if weights is None else list(weights)
-    if len(weights) != len(funcs) or not funcs:
-        raise ValueError(f"combine needs one weight per reward: got {len(funcs)} rewards and {len(weights)} weights")
-    return _Combined(funcs, weights)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rewards.base import Reward, RowScores, Score
+from trl.rewards import get_repetition_penalty_reward
+
+from rewards.base import Reward, RowScores
 from rewards.completion_length import completion_tokens
 
 
@@ -13,8 +15,8 @@ from rewards.completion_length import completion_tokens
 class RepetitionReward(Reward):
     """`max_penalty * (1 - unique n-grams / n-grams)` ("Demystifying Long Chain-of-Thought Reasoning",
     arXiv 2502.03373, App. C.2): 0 for text without a repeated n-gram, approaching `max_penalty` for a loop.
-    N-grams are over tokens (`completion_ids`, which TRL passes) or, without them, lower-cased words;
-    completions shorter than `ngram_size` score 0.
+    TRL's `get_repetition_penalty_reward` computes it, over tokens (`completion_ids`, which TRL passes) or,
+    without them, lower-cased words; completions shorter than `ngram_size` score 0.
 
     >>> RepetitionReward(ngram_size=2)(completions=["the cat sat down", "go go go go go"])
     [0.0, -0.75]
@@ -31,12 +33,9 @@ class RepetitionReward(Reward):
         if self.ngram_size < 1 or self.max_penalty > 0:
             raise ValueError(f"reward 'repetition': need ngram_size >= 1 and max_penalty <= 0, got "
                              f"ngram_size={self.ngram_size}, max_penalty={self.max_penalty}")
+        self._penalty = get_repetition_penalty_reward(self.ngram_size, self.max_penalty)
 
     def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:
-        scores: list[Score | BaseException] = []
-        for text, row in zip(texts, rows, strict=True):
-            tokens = [t.lower() if isinstance(t, str) else t for t in completion_tokens(text, row)]
-            ngrams = [tuple(tokens[i : i + self.ngram_size]) for i in range(len(tokens) - self.ngram_size + 1)]
-            repeated = 1 - len(set(ngrams)) / len(ngrams) if ngrams else 0.0
-            scores.append(repeated * self.max_penalty if repeated else 0.0)
-        return scores
+        tokens = [[t.lower() if isinstance(t, str) else t for t in completion_tokens(text, row)]
+                  for text, row in zip(texts, rows, strict=True)]
+        return self._penalty(tokens)

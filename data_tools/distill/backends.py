@@ -3,25 +3,23 @@ endpoint), `vllm` (offline `vllm.LLM`, optional extra).
 
 Every backend answers `generate(conversations, counts, seed)` with `counts[i]` `Completion`s for conversation i.
 The `hf` and `vllm` backends are thin adapters over `posttrain.generation` (the project's one generation loop); the
-`openai` backend sends one request per sample from a bounded thread pool, retries 429/5xx/timeouts/refused
-connections with exponential backoff, and records a request that still fails as a `Completion` with `error`
-set instead of stopping the run.
+`openai` backend sends one request per sample from a bounded thread pool through the `openai` client, which
+retries 408/409/429/5xx, timeouts and refused connections with exponential backoff (0.5 s doubling to 8 s, or the
+server's Retry-After), and records a request that still fails as a `Completion` with `error` set instead of
+stopping the run.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
-import socket
-import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+import openai
 
 from data_tools.distill.config import SamplingConfig, TeacherConfig
 from rewards.think_format import format_trace
@@ -30,7 +28,6 @@ if TYPE_CHECKING:  # at run time imported where used: posttrain.generation loads
     from posttrain.generation import Completion
 
 Conversation = list[dict[str, str]]
-RETRY_STATUS = (408, 409, 425, 429, 500, 502, 503, 504)
 
 
 class Backend(Protocol):
@@ -109,12 +106,6 @@ class VLLMBackend(HFBackend):
 
 
 
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 class OpenAIBackend:
     """Chat completions from an OpenAI-compatible server (vLLM, SGLang, `transformers serve`, hosted APIs).
 
@@ -125,9 +116,9 @@ class OpenAIBackend:
 
     def __init__(self, teacher: TeacherConfig, sampling: SamplingConfig) -> None:
         self.teacher, self.sampling = teacher, sampling
-        self.url = teacher.base_url.rstrip("/") + "/chat/completions"
-        key = os.environ.get(teacher.api_key_env)
-        self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        # Servers without keys (vLLM, `transformers serve`) ignore the placeholder the client requires.
+        self.client = openai.OpenAI(base_url=teacher.base_url, api_key=os.environ.get(teacher.api_key_env) or "EMPTY",
+                                    timeout=teacher.request_timeout, max_retries=teacher.max_retries)
 
     def generate(self, conversations: Sequence[Conversation], counts: Sequence[int], seed: int) -> list[list[Completion]]:
         jobs = [(i, j) for i, count in enumerate(counts) for j in range(count)]
@@ -139,59 +130,32 @@ class OpenAIBackend:
         return out  # type: ignore[return-value]
 
     def request(self, messages: Conversation, seed: int) -> Completion:
-        """One sample, with retries; a request that still fails comes back with `error` set."""
+        """One sample, with the client's retries; a request that still fails comes back with `error` set."""
         from posttrain.generation import Completion
 
-        payload = {
-            "model": self.teacher.model, "messages": messages, "max_tokens": self.sampling.max_new_tokens,
-            "temperature": self.sampling.temperature, "top_p": self.sampling.top_p, "n": 1, "seed": seed,
-        }
-        data = json.dumps(payload).encode()
-        error = "no attempt"
-        for attempt in range(self.teacher.max_retries + 1):
-            try:
-                return _parse_reply(self._post(data))
-            except _Retryable as exc:
-                error = str(exc)
-                if attempt < self.teacher.max_retries:
-                    delay = self.teacher.backoff * 2**attempt * (1 + 0.25 * random.random())
-                    time.sleep(max(delay, exc.retry_after or 0.0))
-            except _Fatal as exc:
-                return Completion(None, error=str(exc))
-        return Completion(None, error=f"gave up after {self.teacher.max_retries + 1} attempts: {error}")
-
-    def _post(self, data: bytes) -> dict[str, Any]:
-        request = urllib.request.Request(self.url, data=data, headers=self.headers, method="POST")
+        attempts = f"gave up after {self.teacher.max_retries + 1} attempts"
         try:
-            with urllib.request.urlopen(request, timeout=self.teacher.request_timeout) as response:
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode(errors="replace")
-            if exc.code in RETRY_STATUS:
-                retry_after = exc.headers.get("Retry-After") if exc.headers else None
-                raise _Retryable(f"HTTP {exc.code}: {detail}", _seconds(retry_after)) from None
-            raise _Fatal(f"HTTP {exc.code} from {self.url}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError) as exc:
-            raise _Retryable(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
-        try:
-            return json.loads(body)
-        except json.JSONDecodeError:
-            raise _Retryable(f"reply is not JSON: {body[:200]!r}") from None
-
+            reply = self.client.chat.completions.create(
+                model=self.teacher.model, messages=messages, max_tokens=self.sampling.max_new_tokens,
+                temperature=self.sampling.temperature, top_p=self.sampling.top_p, n=1, seed=seed,
+            )
+            return _parse_reply(reply.model_dump() if hasattr(reply, "model_dump") else reply)
+        except openai.APIStatusError as exc:
+            detail = exc.response.text[:300]
+            if exc.status_code in (408, 409, 429) or exc.status_code >= 500:  # the ones the client retries
+                return Completion(None, error=f"{attempts}: HTTP {exc.status_code}: {detail}")
+            return Completion(None, error=f"HTTP {exc.status_code} from {self.teacher.base_url}: {detail}")
+        except openai.APIConnectionError as exc:  # refused, reset, timed out
+            return Completion(None, error=f"{attempts}: {type(exc).__name__}: {exc}")
+        except _Fatal as exc:
+            return Completion(None, error=str(exc))
 
     def close(self) -> None:
-        pass
+        self.client.close()
 
 
 class _Fatal(Exception):
     pass
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _parse_reply(body: dict[str, Any]) -> Completion:

@@ -54,8 +54,10 @@ class TeacherConfig:
         default="OPENAI_API_KEY", metadata={"help": "openai: environment variable holding the API key (optional)."}
     )
     max_concurrency: int = field(default=8, metadata={"help": "openai: requests in flight at once."})
-    max_retries: int = field(default=5, metadata={"help": "openai: retries after 429/5xx/timeouts/refused."})
-    backoff: float = field(default=1.0, metadata={"help": "openai: first retry delay, doubled each retry (s)."})
+    max_retries: int = field(
+        default=5, metadata={"help": "openai: retries after 408/409/429/5xx, timeouts and refused connections (the "
+                             "openai client's, 0.5 s doubling to 8 s, or the server's Retry-After)."}
+    )
     request_timeout: float = field(default=600.0, metadata={"help": "openai: seconds per request."})
     device: str = field(default="auto", metadata={"help": "hf: auto, cpu or cuda[:N]."})
     batch_size: int = field(default=16, metadata={"help": "hf: prompts per generate call (each with n samples)."})
@@ -76,8 +78,8 @@ class TeacherConfig:
         for name in ("max_concurrency", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a whole number >= 1, got {getattr(self, name)}")
-        if self.max_retries < 0 or self.backoff < 0 or self.request_timeout <= 0:
-            raise ValueError("max_retries and backoff must be >= 0, request_timeout > 0")
+        if self.max_retries < 0 or self.request_timeout <= 0:
+            raise ValueError("max_retries must be >= 0, request_timeout > 0")
 
 
 @dataclass

@@ -119,8 +119,7 @@ def stub() -> Iterator[http.server.HTTPServer]:
 
 
 def _backend(url: str, retries: int = 3) -> OpenAIBackend:
-    teacher = TeacherConfig(backend="openai", model="m", base_url=url, max_retries=retries, backoff=0.01,
-                            request_timeout=5)
+    teacher = TeacherConfig(backend="openai", model="m", base_url=url, max_retries=retries, request_timeout=5)
     return OpenAIBackend(teacher, SamplingConfig(n=1, temperature=0.0, max_new_tokens=4))
 
 

@@ -123,7 +123,7 @@ def test_judge_endpoint_scores_parse_and_unparseable_replies_are_counted(judge_e
 def test_judge_unreachable_endpoint_fails_rows_not_training():
     reward = get_reward({"name": "judge", "endpoint": "http://127.0.0.1:9/v1", "request_timeout": 2})
     assert reward(prompts=["q"], completions=["a"]) == [None]
-    assert reward.failures == 1 and "URLError" in reward.stats.first_error
+    assert reward.failures == 1 and "APIConnectionError" in reward.stats.first_error
 
 
 def test_local_judge_generates_and_unparseable_output_is_none(tmp_path):

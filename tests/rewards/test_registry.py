@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from rewards import check_columns, combine, get_reward, list_rewards
+from rewards import check_columns, get_reward, list_rewards
 
 BUILTINS = ["math", "code", "format", "length", "repetition", "steps", "reward_model", "judge"]
 
@@ -73,15 +73,6 @@ def test_check_columns_names_the_reward_and_missing_column():
     check_columns(funcs, ["prompt", "solution"])
     with pytest.raises(ValueError, match=r"reward 'math' needs column 'solution', which the dataset lacks"):
         check_columns(funcs, ["prompt", "answer"])
-
-
-def test_combine_weights_and_skips_unscored_rows():
-    both = combine([get_reward("format"), get_reward("math")], [0.5, 2.0])
-    scores = both(completions=[r"<think>x</think> \boxed{2}", r"<think>x</think> \boxed{3}", "2"],
-                  solution=["2", "2", None])
-    assert scores == [2.5, 0.5, 0.0]
-    assert both.required_columns == ("solution",)
-    assert both.__name__ == "0.5*format+2*math"
 
 
 def test_list_shows_builtins_first():
