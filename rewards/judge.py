@@ -157,32 +157,15 @@ class JudgeReward(Reward):
     def _ask_local(self, questions: list[str]) -> list[str | BaseException]:
         import torch
 
-        tokenizer, model = self._load_local()
-        replies: list[str | BaseException] = []
-        for start in range(0, len(questions), self.batch_size):
-            batch = questions[start : start + self.batch_size]
-            if getattr(tokenizer, "chat_template", None):
-                batch = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                                       add_generation_prompt=True) for q in batch]
-            inputs = tokenizer(batch, return_tensors="pt", padding=True).to(model.device)
-            greedy = self.temperature <= 0
-            sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": self.temperature}
-            with torch.inference_mode():
-                output = model.generate(**inputs, max_new_tokens=self.max_new_tokens,
-                                        pad_token_id=tokenizer.pad_token_id, **sampling)
-            new_tokens = output[:, inputs["input_ids"].shape[1] :]
-            replies.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-        return replies
+        from posttrain.generation import encode_prompts, generate, load_checkpoint
 
-    def _load_local(self) -> tuple[Any, Any]:
         if self._local is None:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(self.model)
-            # Decoder-only generation continues from the right end: pad on the left.
-            tokenizer.padding_side = "left"
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-            model = AutoModelForCausalLM.from_pretrained(self.model)
-            self._local = (tokenizer, model.to(self.device or default_device()).eval())
-        return self._local
+            self._local = load_checkpoint(self.model, device=self.device or default_device())
+        model, tokenizer = self._local
+        # `generate` seeds torch; the trainer's own random state (rollout sampling, dropout) must not see it
+        cuda = [model.device.index or 0] if model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            completions = generate(model, tokenizer, encode_prompts(tokenizer, questions),
+                                   max_new_tokens=self.max_new_tokens, temperature=max(self.temperature, 0.0),
+                                   batch_size=self.batch_size, desc="judge")
+        return [samples[0].text for samples in completions]
