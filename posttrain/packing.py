@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from posttrain.touchpoints import DataCollatorForLanguageModeling, attention_implementation, set_data_collator
+from posttrain.touchpoints import (
+    DataCollatorForLanguageModeling,
+    attention_implementation,
+    set_data_collator,
+    trainer_is_padding_free,
+)
 
 
 def needs_row_packing(model: Any) -> bool:
@@ -48,7 +53,7 @@ def use_row_packing(trainer: Any) -> bool:
     """
     collator = trainer.data_collator
     model = trainer.accelerator.unwrap_model(trainer.model)
-    if not getattr(trainer, "padding_free", False) or not needs_row_packing(model):
+    if not trainer_is_padding_free(trainer) or not needs_row_packing(model):
         return False
     set_data_collator(trainer, RowPackedCollator(collator.pad_token_id, collator.pad_to_multiple_of))
     return True

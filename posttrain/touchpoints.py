@@ -20,7 +20,8 @@ libraries' public API (trainer constructors, `Trainer.add_callback`, `Trainer.lo
 5. `DataCollatorForLanguageModeling` and `set_data_collator` (TRL): TRL's SFT collator is importable only from
    `trl.trainer.sft_trainer`, and `SFTTrainer` refuses a custom collator when padding-free (which BFD packing
    turns on), so the row-packing collator replaces `trainer.data_collator` after construction. The trainer reads
-   that attribute when it builds its data loaders.
+   that attribute when it builds its data loaders; whether the trainer is padding-free is its `padding_free`
+   attribute (`trainer_is_padding_free`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "drop_redundant_packed_mask",
     "packed_rows_mask_is_redundant",
     "set_data_collator",
+    "trainer_is_padding_free",
 ]
 
 
@@ -98,6 +100,11 @@ def drop_redundant_packed_mask(module: torch.nn.Module, args: tuple, kwargs: dic
                                      kwargs.get("use_cache")):
         return args, {**kwargs, "attention_mask": None}
     return None
+
+
+def trainer_is_padding_free(trainer: Any) -> bool:
+    """Whether a built TRL `SFTTrainer` flattens each batch into one padding-free row (touchpoint 5)."""
+    return bool(getattr(trainer, "padding_free", False))
 
 
 def set_data_collator(trainer: Any, collator: Any) -> None:

@@ -21,6 +21,7 @@ from posttrain.touchpoints import (
     allow_experts_implementation,
     attention_implementation,
     drop_redundant_packed_mask,
+    trainer_is_padding_free,
 )
 
 
@@ -90,6 +91,7 @@ def test_touchpoint_5_trl_refuses_a_padding_free_collator_and_reads_the_replaced
                    data_collator=RowPackedCollator(pad_token_id=0))
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=build_tokenizer())
     assert isinstance(trainer.data_collator, DataCollatorForLanguageModeling), "touchpoint 5: TRL's collator moved"
+    assert trainer_is_padding_free(trainer), "touchpoint 5: TRL's SFTTrainer no longer says it is padding-free"
     assert use_row_packing(trainer)
     batch = next(iter(trainer.get_train_dataloader()))
     assert batch["input_ids"].shape[0] == 2, "touchpoint 5: the trainer no longer reads trainer.data_collator"
