@@ -5,6 +5,8 @@
 - `load_mix(path)`: a built mix; `read_source(source)`: any source the builder reads, as canonical rows.
 - `load_sft_dataset(path, workdir)` and `load_prompts(...)`: what the SFT and GRPO recipes call; `tokenized_rows`:
   the rows `posttrain model mtp-acceptance` measures.
+- `load_preferences(path)`, `load_preference_splits(...)`: preference pairs for the reward-model recipe.
+- `data_tools.preferences`: preference pairs from a policy's verified samples (`posttrain data preferences`).
 
 Names are imported on first use, so `import data_tools.generators` stays free of datasets and pyarrow.
 """
@@ -15,6 +17,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "load_preference_splits": "data_tools.loading",
+    "load_preferences": "data_tools.loading",
     "load_prompts": "data_tools.loading",
     "load_sft_dataset": "data_tools.loading",
     "tokenized_rows": "data_tools.loading",

@@ -6,6 +6,10 @@ Layouts (the names a source's `layout` option takes):
 - `sharegpt`: `conversations`, a list of `{"from", "value"}` (`human`/`gpt`/`system`, or the OpenAI roles).
 - `alpaca`: `instruction`, optional `input` (appended after a blank line), `output`.
 - `prompt_response`: `prompt` and `response` strings.
+- `preference` (TRL's preference layouts): `chosen` and `rejected`, each a string or a list of messages, with an
+  explicit `prompt` (a string or messages) or an implicit one (the longest common start of `chosen` and `rejected`,
+  as TRL's `extract_prompt` finds it). Canonical `messages` is the prompt and the chosen answer; `rejected` holds
+  the rejected answer's messages.
 
 A source's `fields` option renames any of these layout fields (or `id`, `domain`, `solution`, `tests`,
 `entry_point`) to the column that holds it, e.g. `{"prompt": "question", "response": "answer"}`.
@@ -16,16 +20,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-LAYOUTS = ("messages", "sharegpt", "alpaca", "prompt_response")
+LAYOUTS = ("messages", "sharegpt", "alpaca", "prompt_response", "preference")
 ROLES = ("system", "user", "assistant")
 CANONICAL = ("id", "domain", "source", "messages", "solution", "tests", "entry_point")
 # Every canonical and layout field a source's `fields` option may rename.
-FIELDS = ("messages", "conversations", "instruction", "input", "output", "prompt", "response", "id", "domain",
-          "solution", "tests", "entry_point")
+FIELDS = ("messages", "conversations", "instruction", "input", "output", "prompt", "response", "chosen", "rejected",
+          "id", "domain", "solution", "tests", "entry_point")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                    "system": "system", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
 # The first layout (in this order) whose fields a row has is the one `auto` picks.
-_SIGNATURES = (("messages", ("messages",)), ("sharegpt", ("conversations",)),
+_SIGNATURES = (("preference", ("chosen", "rejected")), ("messages", ("messages",)), ("sharegpt", ("conversations",)),
                ("alpaca", ("instruction", "output")), ("prompt_response", ("prompt", "response")))
 
 
@@ -115,6 +119,9 @@ def to_messages(raw: dict[str, Any], layout: str, fields: dict[str, str]) -> lis
     if layout == "sharegpt":
         column = fields.get("conversations", "conversations")
         return _message_list(raw.get(column), column, "from", "value", _SHAREGPT_ROLES)
+    if layout == "preference":
+        prompt, chosen, _ = preference_pair(raw, fields)
+        return prompt + chosen
     if layout == "alpaca":
         instruction = _text(raw, "instruction", fields)
         extra = _text(raw, "input", fields, required=False)
@@ -128,6 +135,73 @@ def to_messages(raw: dict[str, Any], layout: str, fields: dict[str, str]) -> lis
     return [{"role": "user", "content": prompt}] + ([{"role": "assistant", "content": output}] if output else [])
 
 
+def _turns(raw: dict[str, Any], name: str, fields: dict[str, str], role: str) -> list[dict[str, str]] | None:
+    """A preference field as messages: a string is one `role` turn, a list is validated messages; None if absent."""
+    column = fields.get(name, name)
+    value = raw.get(column)
+    if value is None:
+        return None
+    if isinstance(value, str) and not value.lstrip().startswith("[{"):  # else JSON text of messages (CSV)
+        return [{"role": role, "content": value}]
+    return _message_list(value, column, "role", "content", {r: r for r in ROLES})
+
+
+def _common_start(a: Any, b: Any) -> int:
+    """Where `a` and `b` (strings or message lists) first differ, backed off a separating space (TRL's rule)."""
+    end = 0
+    while end < min(len(a), len(b)) and a[end] == b[end]:
+        end += 1
+    if isinstance(a, str) and end and a[end - 1] == " ":
+        end -= 1
+    return end
+
+
+def preference_pair(raw: dict[str, Any], fields: dict[str, str]) -> tuple[list[dict], list[dict], list[dict]]:
+    """(prompt, chosen, rejected) messages of a row in a TRL preference layout, validated.
+
+    >>> preference_pair({"prompt": "2+2?", "chosen": "4", "rejected": "5"}, {})[1:]
+    ([{'role': 'assistant', 'content': '4'}], [{'role': 'assistant', 'content': '5'}])
+    >>> user = {"role": "user", "content": "2+2?"}
+    >>> pair = preference_pair({"chosen": [user, {"role": "assistant", "content": "4"}],
+    ...                         "rejected": [user, {"role": "assistant", "content": "5"}]}, {})
+    >>> pair[0], pair[2]
+    ([{'role': 'user', 'content': '2+2?'}], [{'role': 'assistant', 'content': '5'}])
+    """
+    chosen_column, rejected_column = fields.get("chosen", "chosen"), fields.get("rejected", "rejected")
+    prompt = _turns(raw, "prompt", fields, "user")
+    if prompt is None:  # implicit prompt: the shared start of the two conversations (or texts)
+        chosen_raw, rejected_raw = raw.get(chosen_column), raw.get(rejected_column)
+        if isinstance(chosen_raw, str) and isinstance(rejected_raw, str):
+            cut = _common_start(chosen_raw, rejected_raw)
+            if cut == 0:
+                raise FieldError(chosen_column, "no prompt column and no common start with the rejected text; give "
+                                                "a `prompt` (explicit prompt) or full texts that share it")
+            prompt = [{"role": "user", "content": chosen_raw[:cut]}]
+            # As turns of a chat the answers drop the space that joined them to the prompt text.
+            raw = {**raw, chosen_column: chosen_raw[cut:].lstrip(), rejected_column: rejected_raw[cut:].lstrip()}
+        else:
+            chosen, rejected = _turns(raw, "chosen", fields, "assistant"), _turns(raw, "rejected", fields, "assistant")
+            if chosen is None or rejected is None:
+                raise FieldError(chosen_column if chosen is None else rejected_column, "missing; expected a string or "
+                                 "a list of messages")
+            cut = _common_start(chosen, rejected)
+            prompt, chosen, rejected = chosen[:cut], chosen[cut:], rejected[cut:]
+            for column, answer in ((chosen_column, chosen), (rejected_column, rejected)):
+                if not answer or answer[0]["role"] != "assistant":
+                    raise FieldError(column, "expected the shared conversation followed by a different assistant "
+                                             "turn (implicit prompt), or give a `prompt` column")
+            return prompt, chosen, rejected
+    answers = []
+    for name, column in (("chosen", chosen_column), ("rejected", rejected_column)):
+        turns = _turns(raw, name, fields, "assistant")
+        if not turns or not any(m["content"].strip() for m in turns):
+            raise FieldError(column, "missing or empty; expected a string or a list of assistant messages")
+        if turns[0]["role"] != "assistant":
+            raise FieldError(f"{column}[0].role", f"the answer must start with an assistant turn, got {turns[0]['role']!r}")
+        answers.append(turns)
+    return prompt, answers[0], answers[1]
+
+
 def canonical_row(raw: dict[str, Any], layout: str, fields: dict[str, str], require_response: bool) -> dict[str, Any]:
     """A raw row as canonical columns (`messages`, `solution`, `tests`, `entry_point`, and `id` / `domain` when the
     row has them, else None), raising FieldError on what is wrong with it.
@@ -138,7 +212,12 @@ def canonical_row(raw: dict[str, Any], layout: str, fields: dict[str, str], requ
     >>> canonical_row({"prompt": "2+2?", "response": "4", "solution": 4}, "prompt_response", {}, True)["solution"]
     '4'
     """
-    messages = to_messages(raw, layout, fields)
+    rejected = None
+    if layout == "preference":
+        prompt, chosen, rejected = preference_pair(raw, fields)
+        messages = prompt + chosen
+    else:
+        messages = to_messages(raw, layout, fields)
     main = {"messages": "messages", "sharegpt": "conversations", "alpaca": "instruction"}.get(layout, "prompt")
     messages_field = fields.get(main, main)
     if not any(m["role"] == "user" and m["content"].strip() for m in messages):
@@ -149,7 +228,9 @@ def canonical_row(raw: dict[str, Any], layout: str, fields: dict[str, str], requ
             raise FieldError(fields.get(what, what), "missing or empty; SFT rows need a response")
         raise FieldError(messages_field, "must end with a non-empty assistant turn for SFT")
     row_id = raw.get(fields.get("id", "id"))
+    extra = {"rejected": rejected} if rejected is not None else {}
     return {
+        **extra,
         "id": None if row_id is None else str(row_id),
         "domain": _optional_str(raw, "domain", fields) if "domain" in fields else None,
         "messages": messages,

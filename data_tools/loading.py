@@ -115,3 +115,58 @@ def tokenized_rows(
         return tokenize_conversations(tokenizer, answered)
     return [{"input_ids": r["input_ids"], "assistant_masks": r["assistant_masks"]}
             for r in ds.select_columns(["input_ids", "assistant_masks"])]
+
+
+def load_preferences(path: str | Path) -> Dataset:
+    """Preference pairs in TRL's explicit-prompt conversational layout (`prompt`, `chosen`, `rejected` as message
+    lists, plus `id`, `domain`, `source`, `solution`), from any file or `datasets` dir the mix builder reads whose
+    rows are in a preference layout (`chosen` / `rejected`, explicit or implicit prompt; see `data_tools.layouts`).
+
+    >>> import json, tempfile
+    >>> rows = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
+    >>> _ = rows.write(json.dumps({"prompt": "2+2?", "chosen": "4", "rejected": "5"}) + "\\n"); rows.close()
+    >>> pair = load_preferences(rows.name)[0]
+    >>> pair["prompt"], pair["chosen"][0]["content"], pair["rejected"][0]["content"]
+    ([{'role': 'user', 'content': '2+2?'}], '4', '5')
+    """
+    rows = _read_any(str(path), require_response=True)
+    if "rejected" not in rows.column_names:
+        raise ValueError(f"{path}: not preference data: expected TRL's preference layout, columns `chosen` and "
+                         f"`rejected` (with an explicit `prompt` or a shared conversation start); found "
+                         f"{sorted(rows.column_names)}")
+
+    def to_pair(messages: list[dict[str, str]]) -> dict[str, Any]:
+        prompt, _ = split_at_answer(messages)
+        return {"prompt": prompt, "chosen": messages[len(prompt):]}
+
+    columns = ["rejected", "id", "domain", "source", "solution"]
+    rows = rows.map(to_pair, input_columns="messages",
+                    remove_columns=[c for c in rows.column_names if c not in columns])
+    return rows.select_columns(["prompt", "chosen", *columns])
+
+
+def load_preference_splits(path: str | Path, eval_path: str | Path | None = None, eval_size: int = 0,
+                           seed: int = 0) -> tuple[Dataset, Dataset | None]:
+    """(train, held-out) preference pairs (`load_preferences` layout) for reward-model training.
+
+    `path` is a `posttrain data preferences` output dir (its `train.jsonl`, and its `heldout.jsonl` as the held-out
+    split unless `eval_path` is given) or any preference file or dir. Without a held-out split, `eval_size` pairs are
+    drawn from the training ones (seeded); 0 gives none.
+    """
+    from data_tools.preferences import HELDOUT_FILE, TRAIN_FILE
+
+    root = Path(path)
+    if root.is_dir() and (root / TRAIN_FILE).is_file():
+        heldout = root / HELDOUT_FILE
+        if eval_path is None and heldout.is_file() and heldout.stat().st_size:
+            eval_path = heldout
+        root = root / TRAIN_FILE
+    train = load_preferences(root)
+    if eval_path is not None:
+        return train, load_preferences(eval_path)
+    if eval_size > 0:
+        if eval_size >= train.num_rows:
+            raise ValueError(f"--eval_size {eval_size}: {path} has only {train.num_rows} pairs; hold out fewer")
+        split = train.train_test_split(test_size=eval_size, seed=seed)
+        return split["train"], split["test"]
+    return train, None

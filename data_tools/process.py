@@ -37,6 +37,8 @@ CANONICAL_FEATURES = {
     "tests": Value("string"),
     "entry_point": Value("string"),
 }
+# The rejected answer of a preference row (layout `preference`): canonical rows of that layout only.
+PREFERENCE_FEATURES = {"rejected": MESSAGES}
 TOKEN_FEATURES = {"input_ids": List(Value("int32")), "assistant_masks": List(Value("int8")), "num_tokens": Value("int32")}
 INTERNAL_FEATURES = {
     "_row": Value("int64"),
@@ -132,7 +134,10 @@ class RowProcessor:
 
     def features(self) -> Features:
         """The output schema, fixed so every batch and worker writes the same Arrow types."""
-        return Features({**CANONICAL_FEATURES, **(TOKEN_FEATURES if self.tokenizer else {}), **INTERNAL_FEATURES})
+        return Features({**self._row_features(), **(TOKEN_FEATURES if self.tokenizer else {}), **INTERNAL_FEATURES})
+
+    def _row_features(self) -> dict[str, Any]:
+        return {**CANONICAL_FEATURES, **(PREFERENCE_FEATURES if self.layout == "preference" else {})}
 
     def _parse(self, batch: dict[str, list], i: int) -> dict[str, Any] | None:
         if not self.json_lines:
@@ -163,6 +168,7 @@ class RowProcessor:
         """Process one batch (`datasets.map(batched=True, with_indices=True)`)."""
         out: dict[str, list] = {name: [] for name in self.features()}
         good: list[int] = []
+        row_features = self._row_features()
         for i, index in enumerate(indices):
             row = index + 1  # 1-based: a JSONL row is its line number, a CSV row excludes the header
             status, canonical = OK, None
@@ -180,11 +186,11 @@ class RowProcessor:
             out["_row"].append(row)
             out["_status"].append(status)
             if canonical is None:
-                for name in CANONICAL_FEATURES:
-                    out[name].append([] if name == "messages" else None)
+                for name in row_features:
+                    out[name].append([] if name in ("messages", "rejected") else None)
             else:
                 good.append(i)
-                for name in CANONICAL_FEATURES:
+                for name in row_features:
                     out[name].append(canonical[name])
         self._fingerprint(out, good, len(indices))
         if self.tokenizer is not None:

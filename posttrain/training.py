@@ -24,7 +24,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, get_peft_config
 
 from posttrain.cpu_threads import set_cpu_threads
-from posttrain.model import PRESETS, add_training_callbacks, load_model, load_tokenizer, save_model
+from posttrain.model import PRESETS, add_training_callbacks, load_model, load_reward_model, load_tokenizer, save_model
 from posttrain.model.lora import EXPERT_PARAMETERS, MLA_MODULES, MLP_MODULES
 from posttrain.packing import use_row_packing
 from posttrain.trainer_metrics import LogsCallbackMetrics
@@ -117,6 +117,19 @@ def build_model_and_tokenizer(args: ModelArguments, seed: int | None = None):
         if getattr(model.config, name) is None or args.model_name_or_path in PRESETS:
             setattr(model.config, name, getattr(tokenizer, name))
             setattr(model.generation_config, name, getattr(tokenizer, name))
+    return model, tokenizer
+
+
+def build_reward_model_and_tokenizer(args: ModelArguments, seed: int | None = None):
+    """A one-output `DeepseekV3ForSequenceClassification` (`load_reward_model`) over the backbone of
+    `args.model_name_or_path` (an SFT checkpoint, or a preset for random init), and its tokenizer; the score head is
+    seeded by `seed`. The MTP and sequence-wise balance options do not apply (no LM loss); the bias update does."""
+    set_cpu_threads(args.cpu_threads)
+    if seed is not None:
+        set_seed(seed)
+    tokenizer = load_tokenizer(args.model_name_or_path)
+    model = load_reward_model(args.model_name_or_path, dtype=getattr(torch, args.dtype),
+                              pad_token_id=tokenizer.pad_token_id)
     return model, tokenizer
 
 
@@ -229,17 +242,19 @@ def train(trainer: Trainer, model_args: ModelArguments) -> None:
     trainer.train(resume_from_checkpoint=resolve_resume(args.resume_from_checkpoint, args.output_dir))
 
 
-def finish(trainer: Trainer, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Save `output_dir/final` atomically, say where, and close the trainer's trackers and process group."""
-    final = save_final(trainer, tokenizer, trainer.args.output_dir)
+def finish(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, extra_files: dict[str, str] | None = None) -> None:
+    """Save `output_dir/final` atomically (with `extra_files`, name -> text), say where, and close the trainer's
+    trackers and process group."""
+    final = save_final(trainer, tokenizer, trainer.args.output_dir, extra_files)
     trainer.accelerator.print(f"Saved {final}")
     trainer.end()
 
 
-def save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, output_dir: str) -> Path | None:
+def save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, output_dir: str,
+               extra_files: dict[str, str] | None = None) -> Path | None:
     """Write the trained model (LoRA merged) to `output_dir/final` atomically, from the main process only."""
     trainer.accelerator.wait_for_everyone()
     model = trainer.accelerator.unwrap_model(trainer.model)
     if not trainer.accelerator.is_main_process:
         return None
-    return save_model(model, tokenizer, Path(output_dir) / FINAL_DIR)
+    return save_model(model, tokenizer, Path(output_dir) / FINAL_DIR, extra_files)

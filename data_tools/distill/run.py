@@ -107,7 +107,7 @@ def _chunk_seed(base: int, prompt_id: str) -> int:
     return (base * 1_000_003 + int(hashlib.sha256(prompt_id.encode()).hexdigest()[:8], 16)) % 2**31
 
 
-def _prepare(config: DistillConfig, out: Path) -> list[dict[str, Any]]:
+def prepare_run(config: DistillConfig, out: Path) -> list[dict[str, Any]]:
     """Check or write `run.json`, then read or freeze the prompts."""
     fingerprint = config.generation_fingerprint()
     run_file = out / RUN_FILE
@@ -292,7 +292,7 @@ def run_distill(
         if info.get("fingerprint") == fingerprint and info.get("selection") == selection and not info.get("errors"):
             stats = json.loads((out / "stats.json").read_text())
             return DistillResult(out, out / SELECTED_FILE, stats, skipped=True)
-    prompts = _prepare(config, out)
+    prompts = prepare_run(config, out)
     verifier = Verifier(config.verify)
     verifier.check(["prompt", "solution", "tests", "entry_point", "id", "domain", "source"])
     records = generate_samples(config, prompts, verifier, backend)

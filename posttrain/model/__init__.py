@@ -6,7 +6,7 @@
 
 from posttrain.model.balance import balance_step, sequence_balance_loss, update_bias
 from posttrain.model.callbacks import MoETrainingCallback, add_training_callbacks, training_callbacks
-from posttrain.model.io import load_config, load_model, load_tokenizer, save_model
+from posttrain.model.io import load_config, load_model, load_reward_model, load_tokenizer, save_model
 from posttrain.model.lora import apply_lora, lora_config, merge_lora
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM, DeepseekV3MTPOutput
 from posttrain.model.presets import PRESETS
@@ -23,6 +23,7 @@ __all__ = [
     "balance_step",
     "load_config",
     "load_model",
+    "load_reward_model",
     "load_tokenizer",
     "lora_config",
     "max_violation",

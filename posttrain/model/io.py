@@ -19,7 +19,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoTokenizer, DeepseekV3Config, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
+from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
+    DeepseekV3ForSequenceClassification,
+    DeepseekV3TopkRouter,
+)
 
 from posttrain.files import replacing, replacing_dir, write_atomic
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM
@@ -85,16 +88,7 @@ def load_model(
     0.3
     """
     config = load_config(source, **overrides)
-    path = Path(source)
-    if path.is_dir() and any(path.glob("*.safetensors")):
-        model = DeepseekV3MTPForCausalLM.from_pretrained(path, config=config, dtype=dtype)
-    else:
-        model = DeepseekV3MTPForCausalLM(config)
-        if dtype is not None:
-            model.to(dtype)
-            for router in model.modules():  # as from_pretrained does: the bias needs fp32 for gamma-sized steps
-                if isinstance(router, DeepseekV3TopkRouter):
-                    router.e_score_correction_bias = router.e_score_correction_bias.float()
+    model = _build(DeepseekV3MTPForCausalLM, source, config, dtype)
     if model.mtp_loss_weight == 0:
         # MTP kept (and saved) but not trained: frozen, so optimizers skip it and DDP without
         # find_unused_parameters (as under gradient checkpointing) does not wait for its gradients.
@@ -119,6 +113,37 @@ def load_tokenizer(source: str | os.PathLike | None) -> PreTrainedTokenizerBase:
         return AutoTokenizer.from_pretrained(source)
     except Exception as exc:  # noqa: BLE001 - any loading failure names the source
         raise ValueError(f"tokenizer: cannot load {str(source)!r} (a tokenizer dir or hub name): {exc}") from None
+
+
+def _build(cls: type[PreTrainedModel], source: str | os.PathLike, config: DeepseekV3Config,
+           dtype: torch.dtype | None) -> PreTrainedModel:
+    """`cls` with the weights of a checkpoint dir, or randomly initialised from `config`."""
+    path = Path(source)
+    if path.is_dir() and any(path.glob("*.safetensors")):
+        return cls.from_pretrained(path, config=config, dtype=dtype)
+    model = cls(config)
+    if dtype is not None:
+        model.to(dtype)
+        for router in model.modules():  # as from_pretrained does: the bias needs fp32 for gamma-sized steps
+            if isinstance(router, DeepseekV3TopkRouter):
+                router.e_score_correction_bias = router.e_score_correction_bias.float()
+    return model
+
+
+def load_reward_model(
+    source: str | os.PathLike, *, dtype: torch.dtype | None = None, pad_token_id: int | None = None, **overrides: Any
+) -> DeepseekV3ForSequenceClassification:
+    """A reward model: transformers' `DeepseekV3ForSequenceClassification` with one output (the score head reads
+    the last non-pad token), its backbone from a checkpoint dir (e.g. an SFT model; the MTP module and LM head are
+    not used and stay behind) or randomly initialised from a preset or config. A reward-model checkpoint loads
+    with its trained head.
+
+    >>> load_reward_model("tiny", pad_token_id=2).score.out_features
+    1
+    """
+    config = load_config(source, num_labels=1, **overrides)
+    config.pad_token_id = pad_token_id if pad_token_id is not None else config.pad_token_id
+    return _build(DeepseekV3ForSequenceClassification, source, config, dtype)
 
 
 def _unwrap(model: torch.nn.Module) -> PreTrainedModel:
@@ -177,9 +202,11 @@ def add_mtp_copies(checkpoint: str | os.PathLike) -> bool:
 
 
 def save_model(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None, output_dir: str | os.PathLike
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None, output_dir: str | os.PathLike,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
     """Write an HF checkpoint (safetensors, config.json, tokenizer) atomically; PEFT adapters are merged first.
+    `extra_files` (name -> text, e.g. evaluation results) are written into it in the same atomic step.
 
     The checkpoint is written to a temporary sibling directory and renamed into place, so `output_dir` is only ever
     absent, the previous complete checkpoint, or the new complete one.
@@ -193,7 +220,12 @@ def save_model(
         add_mtp_copies(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         config = json.loads((tmp / "config.json").read_text())
-        config["architectures"] = ["DeepseekV3ForCausalLM"]  # what AutoModel, vLLM and SGLang dispatch on
+        # What AutoModel, vLLM and SGLang dispatch on: transformers' class name for ours, a head's own otherwise
+        # (a reward model is a DeepseekV3ForSequenceClassification).
+        own = type(model).__name__
+        config["architectures"] = ["DeepseekV3ForCausalLM" if isinstance(model, DeepseekV3MTPForCausalLM) else own]
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return out

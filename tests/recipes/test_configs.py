@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from trl import GRPOConfig, SFTConfig, TrlParser
+from trl import GRPOConfig, RewardConfig, SFTConfig, TrlParser
 
 from posttrain.app.pipeline import load_pipeline_config
 from posttrain.training import ModelArguments
@@ -21,6 +21,8 @@ def parser_for(path: Path) -> TrlParser | None:
         return TrlParser((load_recipe("sft").SFTScriptArguments, SFTConfig, ModelArguments))
     if path.stem.startswith("grpo"):
         return TrlParser((load_recipe("grpo").GRPOScriptArguments, GRPOConfig, ModelArguments))
+    if path.stem.startswith("reward_model"):
+        return TrlParser((load_recipe("reward_model").RewardModelScriptArguments, RewardConfig, ModelArguments))
     return None
 
 

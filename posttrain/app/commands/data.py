@@ -1,8 +1,11 @@
-"""`posttrain data build --config MIX.yaml --output DIR [--on_error skip]`: build an SFT mix."""
+"""`posttrain data build --config MIX.yaml --output DIR [--on_error skip]`: build an SFT mix.
+`posttrain data preferences --config PREFS.yaml [key=value ...]`: preference pairs from a policy's verified samples.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -10,7 +13,7 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `data` group with its `build` subcommand."""
     group = subparsers.add_parser("data", help="Build SFT instruction mixes.", description=__doc__)
-    sub = group.add_subparsers(dest="action", metavar="{build}")
+    sub = group.add_subparsers(dest="action", metavar="{build,preferences}")
     sub.required = True
     build = sub.add_parser("build", help="Build a mix spec into a datasets dir with stats.json and stats.md.")
     build.add_argument("--config", required=True, type=Path, help="The mix spec YAML (see docs/data.md).")
@@ -20,6 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--overwrite", action="store_true", help="Replace --output if it exists.")
     build.add_argument("--num_proc", type=int, default=None, help="Worker processes (default: the spec's, or CPUs).")
     build.set_defaults(func=build_command)
+    prefs = sub.add_parser("preferences", help="Sample a policy n times per prompt, verify, pair correct with incorrect "
+                           "samples: OUTPUT_DIR/train.jsonl, heldout.jsonl and stats (resumable).")
+    prefs.add_argument("--config", required=True, help="The preference YAML (recipes/configs/tiny/preferences.yaml).")
+    prefs.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="Dotted config keys with YAML values, e.g. sampling.n=8 policy.model=path.")
+    prefs.set_defaults(func=preferences_command)
 
 
 def build_command(args: argparse.Namespace) -> int:
@@ -35,4 +44,20 @@ def build_command(args: argparse.Namespace) -> int:
     dropped = ", ".join(f"{n} {reason}" for reason, n in stats["dropped"].items() if n) or "none"
     print(f"{args.output}: {stats['rows']} rows from {stats['rows_read']} read in {stats['seconds']} s; "
           f"dropped: {dropped}; report: {args.output / 'stats.md'}")
+    return 0
+
+
+def preferences_command(args: argparse.Namespace) -> int:
+    """Build (or resume, or skip) preference pairs; print the stats. A user's mistake exits 2 with one line."""
+    from data_tools.preferences import load_preference_config, run_preferences, stats_markdown
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        config = load_preference_config(args.config, args.overrides)
+        stats = run_preferences(config)
+    except (ValueError, RuntimeError) as exc:  # a bad config, a changed config on old output, a busy output_dir
+        print(f"posttrain data preferences: error: {exc}", file=sys.stderr)
+        return 2
+    print(stats_markdown(stats))
+    print(f"wrote {Path(config.output_dir) / 'train.jsonl'} and heldout.jsonl")
     return 0

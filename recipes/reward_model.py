@@ -1,0 +1,71 @@
+"""Bradley-Terry reward-model training of a DeepSeek-V3-architecture model on preference pairs.
+
+    accelerate launch recipes/reward_model.py --config recipes/configs/tiny/reward_model.yaml [--key value ...]
+
+TRL's `RewardTrainer` trains (the pairwise loss -log sigmoid(r_chosen - r_rejected), LoRA through PEFT, checkpoints,
+eval with pairwise accuracy). This script adds what it lacks for this model family: the reward model built from an
+SFT checkpoint's backbone (`DeepseekV3ForSequenceClassification`, one output), preference data from any file
+`data_tools` reads in a TRL preference layout (or a `posttrain data preferences` dir with its held-out split), the
+auxiliary-loss-free bias update with router metrics, resuming only from complete checkpoints, and an atomic
+`output_dir/final` that `AutoModelForSequenceClassification` and the `reward_model` reward load as they are, with
+its held-out pairwise accuracy in `final/reward_eval.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from trl import RewardConfig, RewardTrainer, TrlParser
+
+from data_tools import load_preference_splits
+from posttrain.training import ModelArguments, build_reward_model_and_tokenizer, finish, peft_config, train
+
+EVAL_FILE = "reward_eval.json"
+
+
+@dataclass
+class RewardModelScriptArguments:
+    """Where the preference pairs come from."""
+
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "Preference pairs: a `posttrain data preferences` output dir (train.jsonl, heldout.jsonl) "
+                  "or any JSONL/Parquet/CSV file or datasets dir in a TRL preference layout (chosen/rejected, "
+                  "explicit or implicit prompt)."},
+    )
+    eval_path: str | None = field(
+        default=None, metadata={"help": "Held-out pairs; unset: the dir's heldout.jsonl, or eval_size rows."}
+    )
+    eval_size: int = field(
+        default=200, metadata={"help": "Pairs held out of dataset_path when it has no held-out split (0: none)."}
+    )
+
+
+def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, model_args: ModelArguments) -> None:
+    if script_args.dataset_path is None:
+        raise ValueError("--dataset_path is required: a `posttrain data preferences` dir or a preference file")
+    train_set, eval_set = load_preference_splits(script_args.dataset_path, script_args.eval_path,
+                                                 script_args.eval_size, seed=training_args.seed)
+    model, tokenizer = build_reward_model_and_tokenizer(model_args, seed=training_args.seed)
+    model_args.lora_task_type = "SEQ_CLS"  # LoRA on a classifier: PEFT then trains the new score head in full
+    trainer = RewardTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        peft_config=peft_config(model_args),
+    )
+    train(trainer, model_args)
+    results = {}
+    if eval_set is not None:
+        results = trainer.evaluate()
+        trainer.log_metrics("eval", results)
+    finish(trainer, tokenizer, {EVAL_FILE: json.dumps({"pairs": len(eval_set) if eval_set else 0, **results},
+                                                       indent=2)})
+
+
+if __name__ == "__main__":
+    parser = TrlParser((RewardModelScriptArguments, RewardConfig, ModelArguments))
+    main(*parser.parse_args_and_config())
