@@ -84,6 +84,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         peft_config=peft_config(model_args),
         callbacks=[RewardFailuresCallback(reward_funcs)],
     )
+    rewards.bind_policy(reward_funcs, trainer.model, tokenizer)  # self_judge grades with the live policy
     train(trainer, model_args)
     finish(trainer, tokenizer)
 

@@ -31,6 +31,9 @@ BUILTINS: dict[str, tuple[str, str]] = {
     "steps": ("rewards.reference_steps:StepsReward", "working lines shared with column `reference`, in order"),
     "reward_model": ("rewards.reward_model:RewardModelReward", "scalar score from a sequence-classification model"),
     "judge": ("rewards.judge:JudgeReward", "generative judge with a rubric (local model or chat endpoint)"),
+    "vote": ("rewards.vote:VoteReward", "agrees with its group's majority final answer (self-consistency, no gold)"),
+    "self_judge": ("rewards.self_judge:SelfJudgeReward", "the policy itself grades each completion k times against a "
+                   "constitution"),
 }
 
 
@@ -199,3 +202,12 @@ def check_columns(funcs: Iterable[RewardFunc], column_names: Iterable[str],
     for name, column in sorted(required - filled) if seen_rows else ():
         raise ValueError(f"reward {name!r} needs column {column!r}, which is empty (None) in every row of the "
                          "dataset: give rows that have it, or drop the reward")
+
+
+def bind_policy(funcs: Iterable[RewardFunc], model: Any, tokenizer: Any) -> None:
+    """Hand the model being trained (the live module, not a copy) to the rewards that grade with it (`self_judge`);
+    the others are left alone. The GRPO recipe calls this once the trainer is built."""
+    for func in funcs:
+        if hasattr(func, "bind_policy"):
+            func.bind_policy(model, tokenizer)
+

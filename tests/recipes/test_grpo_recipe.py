@@ -99,3 +99,14 @@ def test_missing_column_names_the_reward_and_the_column(tmp_path: Path):
     rows.write_text(json.dumps({"prompt": "What is 1 + 1?", "solution": "2"}) + "\n")
     with pytest.raises(ValueError, match=r"code.*tests"):
         _run_main(tmp_path, reward_funcs=["code"], dataset_path=str(rows))
+
+
+def test_grpo_with_self_rewards_only(tiny_checkpoint: Path, tmp_path: Path):
+    """No gold read for the reward: `vote` and the policy judging itself (`self_judge`, bound to the live model)."""
+    judge = json.dumps({"name": "self_judge", "votes": 2, "max_new_tokens": 4})
+    proc = launch("grpo", *grpo_args(tiny_checkpoint, tmp_path, "--max_steps", "1", "--save_strategy", "no",
+                                     "--reward_funcs", "vote", judge, "--reward_weights", "1", "1"), processes=1)
+    for metric in ("'rewards/vote/mean'", "'vote/labelled'", "'vote/share'", "'rewards/self_judge/mean'"):
+        assert metric in proc.stdout
+    # A random policy states no verdict: its self_judge rows fail (counted), training goes on to a final model.
+    assert "'rewards/self_judge/failures'" in proc.stdout and (tmp_path / "final" / "config.json").is_file()
