@@ -13,8 +13,8 @@ def write_rows(path, rows):
 def test_list_prints_one_line_per_builtin(capsys):
     assert main(["rewards", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[:8]] == ["math", "code", "format", "length", "repetition",
-                                                       "steps", "reward_model", "judge"]
+    assert [line.split()[0] for line in lines[:10]] == ["math", "code", "format", "length", "repetition",
+                                                        "steps", "reward_model", "judge", "vote", "self_judge"]
 
 
 def test_check_prints_one_result_per_row_in_order_and_exits_zero(tmp_path, capsys):
