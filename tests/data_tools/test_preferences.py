@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from data_tools import load_preference_splits, load_preferences, read_source
-from data_tools.distill import Generation, ShardStore
+from data_tools.distill import ShardStore
 from data_tools.preferences import load_preference_config, make_pairs, run_preferences
+from posttrain.generation import Completion
 
 USER = {"role": "user", "content": "What is 2 + 2?"}
 
@@ -70,7 +71,7 @@ class ScriptedPolicy:
         for conversation, count in zip(conversations, counts, strict=True):
             a, b = (int(x) for x in conversation[-1]["content"].removeprefix("What is ").rstrip("?").split(" + "))
             texts = [f"\\boxed{{{a + b}}}", f"\\boxed{{{a + b}}}", f"\\boxed{{{a + b + 1}}}", "hmm"]
-            out.append([Generation(texts[j], num_tokens=3) for j in range(4 - count, 4)])
+            out.append([Completion(texts[j], num_tokens=3) for j in range(4 - count, 4)])
             self.made += count
         return out
 
@@ -163,7 +164,7 @@ def test_cli_with_a_real_checkpoint_survives_a_kill(tiny_checkpoint: Path, tmp_p
         "sampling": {"n": 4, "temperature": 1.0, "max_new_tokens": 6, "seed": 1},
         "verify": {"rewards": [f"{accept_even}:even"]}, "chunk_size": 2, "shard_size": 20,
     }))
-    command = [sys.executable, "-m", "posttrain.cli", "data", "preferences", "--config", str(config)]
+    command = [sys.executable, "-m", "posttrain.app.cli", "data", "preferences", "--config", str(config)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shard = out / "samples" / "samples-00000.jsonl"
