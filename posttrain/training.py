@@ -172,6 +172,10 @@ class GRPOTrainer(LogsCallbackMetrics, trl.GRPOTrainer):
     """TRL's `GRPOTrainer`; its logs also carry the metrics of our callbacks (router, MTP, reward failures)."""
 
 
+class RewardTrainer(LogsCallbackMetrics, trl.RewardTrainer):
+    """TRL's `RewardTrainer`; its logs also carry the metrics of our callbacks (router)."""
+
+
 def train_sft(model, tokenizer: PreTrainedTokenizerBase, dataset, training_args, model_args: ModelArguments,
               eval_size: int = 0) -> None:
     """SFT with TRL's `SFTTrainer` on `dataset` (a built mix or conversations), as the SFT and distillation recipes

@@ -16,10 +16,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from trl import RewardConfig, RewardTrainer, TrlParser
+from trl import RewardConfig, TrlParser
 
 from data_tools import load_preference_splits
-from posttrain.training import ModelArguments, build_reward_model_and_tokenizer, finish, peft_config, train
+from posttrain.training import (
+    ModelArguments,
+    RewardTrainer,
+    build_reward_model_and_tokenizer,
+    finish,
+    peft_config,
+    train,
+)
 
 EVAL_FILE = "reward_eval.json"
 

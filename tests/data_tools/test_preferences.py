@@ -19,6 +19,8 @@ from data_tools.distill import ShardStore
 from data_tools.preferences import load_preference_config, make_pairs, run_preferences
 from posttrain.generation import Completion
 
+pytestmark = pytest.mark.integration
+
 USER = {"role": "user", "content": "What is 2 + 2?"}
 
 

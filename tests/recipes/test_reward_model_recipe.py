@@ -14,6 +14,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from rewards import get_reward
 from tests.recipes.conftest import launch, load_recipe, log_history
 
+pytestmark = pytest.mark.integration
+
 ARGS = [
     "--config", "recipes/configs/tiny/reward_model.yaml", "--max_length", "64", "--per_device_train_batch_size", "4",
     "--per_device_eval_batch_size", "8", "--logging_steps", "1", "--save_steps", "2", "--eval_steps", "2",

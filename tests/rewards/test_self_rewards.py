@@ -11,6 +11,8 @@ from posttrain.model import load_model
 from posttrain.tokenizer import build_tokenizer
 from rewards import bind_policy, get_reward
 
+pytestmark = pytest.mark.integration
+
 
 def test_vote_groups_by_prompt_as_trl_lays_them_out():
     # num_generations=4, two prompts: TRL passes each prompt's completions side by side, every column repeated.
