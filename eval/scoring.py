@@ -12,14 +12,11 @@ from functools import lru_cache
 from typing import Any
 
 from rewards import get_reward
-from rewards.answer_extraction import final_answer
 
 from eval.benchmarks import Benchmark
 from posttrain.generation import Completion
 from eval.metrics import aggregate, is_correct
 
-# How the majority vote reads an answer, per reward; rewards without one (code) get no maj@k.
-ANSWER_EXTRACTORS = {"math": final_answer}
 
 
 @dataclass
@@ -63,8 +60,9 @@ def score(
     columns = {name: [v for v in values for _ in range(n)] for name, values in benchmark.columns().items()}
     prompts = [row["prompt"] for row in benchmark.rows for _ in range(n)]
     rewards = _reward(benchmark.reward)(prompts=prompts, completions=texts, **columns)
-    extract = ANSWER_EXTRACTORS.get(benchmark.reward)
-    answers = [extract(t) for t in texts] if extract else [None] * len(texts)
+    # The majority vote counts the answers the reward itself reads; rewards that read none (code) get no maj@k.
+    reader = getattr(_reward(benchmark.reward), "final_answers", None)
+    answers = reader(texts) if reader else [None] * len(texts)
 
     samples = []
     for flat, (text, reward, answer) in enumerate(zip(texts, rewards, answers, strict=True)):
@@ -91,7 +89,7 @@ def score(
     metrics = aggregate(
         per_problem("reward"),
         ks,
-        answers=per_problem("answer") if extract else None,
+        answers=per_problem("answer") if reader else None,
         lengths=per_problem("response_tokens"),
     )
     truncated = [s["truncated"] for s in samples if s["truncated"] is not None]

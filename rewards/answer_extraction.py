@@ -1,7 +1,10 @@
-"""Find the final answer in a completion or a reference solution.
+"""What math-verify is given to read, and the answers that need no reading.
 
-Every search here is linear in the text (`rfind`, brace matching, regexes over a bounded tail), so a megabyte
-completion costs milliseconds in the calling process; the expensive symbolic work happens later, in a bounded worker.
+math-verify (`math_verify.parse`) finds and parses the final answer, in a bounded worker (`math_accuracy`). This
+module is the cheap part in the caller: it cuts a completion down to the text that may hold its final answer
+(our policy: after `</think>`, the last `_TAIL_CHARS` characters, a marked answer required), hands a bare-LaTeX gold
+to math-verify in math delimiters, and reads plain numbers where math-verify's reading is certain, so they need
+no round trip. Every function here is a few linear passes over a bounded text.
 """
 
 from __future__ import annotations
@@ -9,117 +12,133 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-# A stated final answer sits at the end of a completion; searching only the tail keeps long texts cheap.
+# The final answer sits at the end; reading only the tail keeps long and degenerate texts cheap.
 _TAIL_CHARS = 2000
-_STATED = re.compile(r"(?i)(?:final answer|answer)\s*(?:is|:|=)\s*[:\-]?\s*(?P<answer>[^\n]{1,300})")
-_HASHES = re.compile(r"####\s*(?P<answer>[^\n]{1,300})")
-_SENTENCE_END = re.compile(r"\.\s")
-_TRAILING_WORDS = re.compile(r"^(?P<math>.*?[\d}])\s+[A-Za-z][A-Za-z .]*$")
-_PLAIN_NUMBER = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$")
-_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"))
+# GSM8K marks its final answer `#### x`; math-verify knows no such anchor, but reads "The final answer is x".
+_HASHES = re.compile(r"####[ \t]*")
+_FINAL = "The final answer is "
+# Markdown bold (`**42**`): math-verify reads `42**.` as an expression that does not parse. A `**` between two
+# operands (`2**3`) is a power and stays.
+_BOLD = re.compile(r"(?<![\w)])\*\*|\*\*(?![\w(])")
+# An English word (three letters or more) that is not a LaTeX command or a command's argument (`\text{east}`).
+_WORD = re.compile(r"(?<![\\{A-Za-z])[A-Za-z]{3,}")
+_MATH_START = re.compile(r"[\d$\\]")
+_ANSWER_ONLY_CHARS = 100
+_DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed|(?i:answer)")
+
+# A plain number as math-verify reads it: an integer or decimal, thousands separated by commas or not. A comma
+# followed by other than three digits is a decimal comma ("0,111"): not plain, math-verify reads it.
+_PLAIN = r"-?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d+)?"
+# A text ending in a plain number, perhaps in math delimiters and `\boxed{}`, then only full stops and spaces.
+# `mark` is an answer phrase right before it ("The final answer is", "Answer:").
+_ENDING = re.compile(
+    r"(?P<mark>(?i:(?:final\s+)?answer(?:\s+is)?)[\s:=]*)?(?<![\w.,])(?P<open>\$\$|\$|\\\[|\\\()?\s*"
+    rf"(?P<box>\\boxed\{{\s*)?(?P<number>{_PLAIN})(?(box)\s*\}})\s*+(?P<close>\$\$|\$|\\\]|\\\))?[\s.]*+\Z"
+)
+_CLOSING = {None: None, "$": "$", "$$": "$$", "\\[": "\\]", "\\(": "\\)"}
 
 
-def last_boxed(text: str) -> str | None:
-    r"""The content of the last `\boxed{...}` (or `\fbox{...}`) in `text`, braces matched; None if there is none.
+def answer_region(text: str) -> str:
+    r"""The part of a completion (or solution) that may hold its final answer: the text after the last
+    `</think>`, at most its last `_TAIL_CHARS` characters, with GSM8K's `#### x` written as a final answer and
+    Markdown bold markers removed.
 
-    >>> last_boxed(r"first \boxed{1}, then \boxed{\frac{1}{2}}.")
-    '\\frac{1}{2}'
+    >>> answer_region("<think>maybe 41</think>Adding up.\n#### 42"), answer_region("The answer is **2**3**.")
+    ('Adding up.\nThe final answer is 42', 'The answer is 2**3.')
     """
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    start = text.index("{", start) + 1
-    depth = 1
-    for i in range(start, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i].strip()
-    return None
+    region = _HASHES.sub(_FINAL, text.rpartition("</think>")[2][-_TAIL_CHARS:])
+    return _BOLD.sub("", region).strip()
 
 
-def _clean(answer: str) -> str:
-    """Strip math delimiters, bold markers, a trailing full stop, currency and trailing unit words."""
-    answer = answer.strip()
-    changed = True
-    while changed:
-        changed = False
-        for left, right in _WRAPPERS:
-            if len(answer) > len(left) + len(right) and answer.startswith(left) and answer.endswith(right):
-                answer, changed = answer[len(left) : -len(right)].strip(), True
-        if answer.endswith(".") and not answer[:-1].endswith("."):
-            answer, changed = answer[:-1].rstrip(), True
-    answer = answer.lstrip("$").replace("\\$", "").strip()
-    boxed = last_boxed(answer)
-    if boxed is not None:
-        return boxed
-    words = _TRAILING_WORDS.match(answer)
-    return words.group("math") if words and "\\" not in answer else answer
+def is_answer_only(region: str) -> bool:
+    r"""Whether `region` is only an answer: one line of at most 100 characters with no word before its math.
 
-
-def final_answer(text: str) -> str | None:
-    r"""The final answer stated in a completion: the last `\boxed{}`, else the last `#### x`, else the last
-    "answer is x" / "answer: x"; a short bare answer (one line, at most 40 characters) counts as itself.
-
-    Only the text after the last `</think>` is searched when there is one.
-
-    >>> final_answer(r"<think>maybe \boxed{41}</think> The answer is \boxed{42}.")
-    '42'
-    >>> final_answer("Adding them up gives 18.\n#### 18")
-    '18'
-    >>> final_answer("So the final answer is $\\frac{3}{4}$.")
-    '\\frac{3}{4}'
-    >>> final_answer("I am not sure.") is None
-    True
+    >>> is_answer_only(r"$k = \frac{1}{3}$"), is_answer_only("28 %"), is_answer_only("I think 42")
+    (True, True, False)
     """
-    text = text.rpartition("</think>")[2]
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return normalize_number(boxed)
-    tail = text[-_TAIL_CHARS:]
-    for pattern in (_HASHES, _STATED):
-        matches = list(pattern.finditer(tail))
-        if matches:
-            # The answer's sentence ends at the first full stop followed by a space ("42. I hope it is correct").
-            sentence = _SENTENCE_END.split(matches[-1].group("answer"), maxsplit=1)[0]
-            return normalize_number(_clean(sentence))
-    bare = text.strip()
-    if bare and len(bare) <= 40 and "\n" not in bare and " " not in _clean(bare):
-        return normalize_number(_clean(bare))
-    return None
+    if not region or "\n" in region or len(region) > _ANSWER_ONLY_CHARS:
+        return False
+    return not _WORD.search(_MATH_START.split(region, maxsplit=1)[0])
 
 
-def gold_answer(solution: str) -> str | None:
-    r"""The gold answer in a `solution` column: a `\boxed{}` answer, the `#### x` of a GSM8K reference
-    solution, a stated final answer, or else the whole (stripped) text; None when it is empty.
+def states_answer(region: str) -> bool:
+    r"""Whether `region` states a final answer math-verify could read: only an answer, or a `\boxed{}` or an answer
+    phrase ("Answer:", "The final answer is") with something math-like (a digit, LaTeX, math delimiters) in it.
 
-    >>> gold_answer("Janet sells 9 eggs.\n#### 1,080")
-    '1080'
-    >>> gold_answer(r"\dfrac{3}{4}")
-    '\\dfrac{3}{4}'
+    The last number in running text is no stated answer (math-verify, with its anchors off, would take it).
+
+    >>> states_answer("The answer is 42."), states_answer("so we get 42"), states_answer("The answer is forty")
+    (True, False, False)
     """
-    solution = solution.strip()
+    if not (is_answer_only(region) or "\\boxed" in region or "answer" in region.lower()):
+        return False
+    # Without a digit, a backslash, a dollar or a bracket none of math-verify's patterns can match.
+    return any(c.isdigit() or c in "\\$[" for c in region)
+
+
+def gold_text(solution: str) -> str | None:
+    r"""The text math-verify reads a gold answer from; None when `solution` is empty.
+
+    A gold in math delimiters, with a `\boxed{}` or an answer phrase, or with words in it ("10 inches", "forty
+    three") is given as it is; a bare gold (`2\sqrt{2}`, MATH's answer column) is put in `$...$` to be read as LaTeX.
+
+    >>> gold_text(r"2\sqrt{2}"), gold_text("Janet sells 9 eggs.\n#### 1,080"), gold_text("forty three")
+    ('$2\\sqrt{2}$', 'Janet sells 9 eggs.\nThe final answer is 1,080', 'forty three')
+    """
+    solution = answer_region(solution)
     if not solution:
         return None
-    found = final_answer(solution)
-    return found if found is not None else normalize_number(_clean(solution))
+    if _DELIMITED.search(solution) or _WORD.search(solution):
+        return solution
+    return f"${solution}$"
 
 
-def normalize_number(answer: str) -> str:
-    """Drop thousands separators from a plain number ("1,080" -> "1080"); leave anything else unchanged.
+def plain_number(region: str) -> Fraction | None:
+    r"""The value of `region`'s final answer where math-verify would certainly read it as this plain number: the
+    region ends in it, marked (`\boxed{}`, "answer is", "Answer:") or alone, with nothing before it that
+    math-verify ranks higher (another `\boxed{}` or answer phrase, or the Minerva "I hope it is correct").
 
-    >>> normalize_number("1,080"), normalize_number("1,2")
-    ('1080', '1,2')
+    >>> plain_number(r"So the answer is $\boxed{1,080}$."), plain_number("Answer: 0.50"), plain_number("42")
+    (Fraction(1080, 1), Fraction(1, 2), Fraction(42, 1))
+    >>> plain_number(r"\boxed{5}. Answer: 7") is None, plain_number("we get 7") is None
+    (True, True)
     """
-    return answer.replace(",", "") if _PLAIN_NUMBER.match(answer) and "," in answer else answer
+    found = _ENDING.search(region)
+    if found is None or _CLOSING[found["open"]] != found["close"]:
+        return None
+    head = region[: found.start()]
+    if head.strip() or found["mark"]:
+        if not (found["mark"] or found["box"]):
+            return None
+        lowered = head.lower()
+        if "\\boxed" in head or "i hope" in lowered or "answer" in lowered or "\\fbox" in head:
+            return None
+    return Fraction(found["number"].replace(",", ""))
 
 
-def as_number(answer: str) -> Fraction | None:
-    """The exact value of a plain decimal number string, else None.
+_STATED = re.compile(r"(?i)answer(?:\s+is)?\s*[:=]?\s*(?P<answer>[^\n]*)")
 
-    >>> as_number("0.50"), as_number("x")
-    (Fraction(1, 2), None)
+
+def stated_text(region: str) -> str | None:
+    r"""The final answer of `region` as text (for answers that are no math: words, spellings, lists): the content
+    of its last `\boxed{}`, else the rest of the line after its last answer phrase, else the region if it is one
+    line; spaces collapsed, a closing full stop dropped. None when there is none.
+
+    >>> stated_text(r"Reversed: \boxed{olleh}."), stated_text("The answer is: Olive, Otter."), stated_text("a\nb")
+    ('olleh', 'Olive, Otter', None)
     """
-    return Fraction(answer) if _PLAIN_NUMBER.match(answer) and "," not in answer else None
+    start = region.rfind("\\boxed{")
+    if start >= 0:
+        depth, begin = 0, start + len("\\boxed{")
+        for i in range(begin, len(region)):
+            depth += {"{": 1, "}": -1}.get(region[i], 0)
+            if depth < 0:
+                answer = region[begin:i]
+                break
+        else:
+            return None
+    else:
+        stated = list(_STATED.finditer(region))
+        answer = stated[-1]["answer"] if stated else region if "\n" not in region else ""
+    answer = " ".join(answer.split()).removesuffix(".").strip()
+    return answer or None

@@ -25,6 +25,7 @@ RewardFunc = Callable[..., list[Score]]
 BUILTINS: dict[str, tuple[str, str]] = {
     "math": ("rewards.math_accuracy:MathReward", "final answer equals column `solution` (math-verify)"),
     "code": ("rewards.code_execution:CodeReward", "fraction of column `tests` passed in the local sandbox"),
+    "text": ("rewards.text_answer:TextAnswerReward", "final answer equals column `solution` as text (no math)"),
     "format": ("rewards.think_format:FormatReward", "R1 format: <think>...</think> then an answer"),
     "length": ("rewards.length_shaping:LengthReward", "cosine length-scaled correctness, overlong penalty"),
     "repetition": ("rewards.repetition:RepetitionReward", "n-gram repetition penalty"),
@@ -51,7 +52,7 @@ def list_rewards() -> list[RewardInfo]:
     """Builtins, then installed plugins (entry-point group `posttrain.rewards`), without importing any of them.
 
     >>> [info.name for info in list_rewards()][:3]
-    ['math', 'code', 'format']
+    ['math', 'code', 'text']
     """
     infos = [RewardInfo(name, target, "builtin", summary) for name, (target, summary) in BUILTINS.items()]
     for ep in entry_points(group=ENTRY_POINT_GROUP):

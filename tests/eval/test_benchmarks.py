@@ -98,8 +98,16 @@ def test_template_replaces_only_the_prompt_placeholder(tmp_path: Path) -> None:
 @pytest.mark.parametrize("task", ["arithmetic", "word_problems", "python_functions", "text_tasks"])
 def test_builtin_heldout_reference_answers_score_100_percent(task: str) -> None:
     bench = load_benchmark(task, limit=20)
-    assert len(bench.rows) == 20 and bench.reward == ("code" if task == "python_functions" else "math")
+    assert len(bench.rows) == 20 and bench.reward == {"python_functions": "code", "text_tasks": "text"}.get(task, "math")
     assert score(bench, [[row["reference"]] for row in bench.rows]).metrics["pass@1"] == 1.0
+
+
+def test_text_tasks_score_exact_text_not_a_product_of_symbols() -> None:
+    # math-verify reads "qyqv" and "vqyq" as the same product of four symbols: text answers are compared as text.
+    bench = load_benchmark("text_tasks", limit=20)
+    wrong = [[row["reference"].replace(row["solution"], row["solution"][::-1])] for row in bench.rows]
+    palindromes = sum(row["solution"] == row["solution"][::-1] for row in bench.rows)
+    assert score(bench, wrong).metrics["pass@1"] == palindromes / 20
 
 
 def test_builtin_benchmark_is_the_generators_heldout_split_with_prompts_unchanged() -> None:

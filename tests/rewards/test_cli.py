@@ -13,7 +13,7 @@ def write_rows(path, rows):
 def test_list_prints_one_line_per_builtin(capsys):
     assert main(["rewards", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[:10]] == ["math", "code", "format", "length", "repetition",
+    assert [line.split()[0] for line in lines[:11]] == ["math", "code", "text", "format", "length", "repetition",
                                                         "steps", "reward_model", "judge", "vote", "self_judge"]
 
 

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from rewards.answer_extraction import final_answer, gold_answer
-from rewards.math_accuracy import MathReward, verify_answers
+from rewards import get_reward
+from rewards.math_accuracy import MathReward
 from tests.conftest import GSM8K, needs_gsm8k
 
 
 
+# Public answer formats: MATH / MATH-500 (bare LaTeX golds, `\boxed{}` answers), NuminaMath (multi-part boxed
+# answers), GSM8K (`#### x`), AIME (integers), Minerva ("Final Answer: The final answer is ... I hope it is
+# correct."), "Answer: x", and answer-only completions.
 @pytest.mark.parametrize(
     ("completion", "solution"),
     [
@@ -33,6 +36,22 @@ from tests.conftest import GSM8K, needs_gsm8k
         (r"\boxed{50\%}", "0.5"),
         (r"The answer is \boxed{\$18}.", "18"),
         ("42", "42"),
+        (r"$k = \frac{1}{3}$", r"\frac{1}{3}"),
+        (r"$f(y) = y$", r"f(y) = y"),
+        ("28 %", r"28\%"),
+        (r"$(1, +\infty)$", r"(1,+\infty)"),
+        (r"$5 \geq x$", r"x \leq 5"),
+        (r"The solutions are $\boxed{2}$ and $\boxed{3}$.", r"$\boxed{2}, \boxed{3}$"),
+        (r"\boxed{3, 2}", r"Solving $x^2-5x+6=0$ gives $x=2$ or $x=3$, so $\boxed{2}, \boxed{3}$."),
+        ("Final Answer: The final answer is $7$. I hope it is correct.", "7"),
+        ("Final Answer: 7 apples are left.", "7"),
+        (r"So \boxed{5}. Wait: 3+4=7, not 5. The final answer is 7.", "7"),
+        ("The answer is 0,111", "0.111"),
+        ("The answer is 1,22", "1.22"),
+        ("The answer is: **42**.", "42"),
+        (r"The final answer is $\boxed{073}$.", "73"),
+        (r"**Final Answer**" + "\n" + r"\[\boxed{\text{(C)}}\]", r"\text{(C)}"),
+        (r"\boxed{\begin{pmatrix} 1 \\ 2 \end{pmatrix}}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}"),
     ],
 )
 def test_equivalent_answers_score_one(math_reward, completion, solution):
@@ -48,10 +67,31 @@ def test_equivalent_answers_score_one(math_reward, completion, solution):
         (r"<think>\boxed{42}</think> The answer is 7.", "42"),  # the answer after </think> is the final one
         (r"\boxed{\frac{1}{3}}", "0.5"),
         (r"\boxed{x^2}", "x^3"),
+        (r"\boxed{3}", r"$\boxed{2}, \boxed{3}$"),  # one part of a two-part answer
+        (r"\boxed{2}, \boxed{3}", "3"),  # hedging between answers
+        (r"So \boxed{5}. Wait: 3+4=7, not 5. The final answer is 7.", "5"),  # the later, explicit answer counts
+        ("After adding them all we get 42 in total.", "42"),  # no marked final answer
+        ("I think it is 42, or maybe 41", "41"),
+        ("The answer is 0,111", "111"),  # a decimal comma, not a thousands separator
+        (r"\boxed{25}", "204"),
     ],
 )
 def test_wrong_or_missing_answers_score_zero(math_reward, completion, solution):
     assert math_reward(completions=[completion], solution=[solution]) == [0.0]
+
+
+@pytest.mark.parametrize("solution", ["forty three", "The answer is forty three.", "east"])
+def test_golds_math_verify_cannot_read_are_not_scored(math_reward, solution):
+    completions = ["The answer is 43.", "forty three", r"\boxed{43}", "nothing stated"]
+    assert math_reward(completions=completions, solution=[solution] * 4) == [None] * 4
+    assert math_reward.failures == 0
+
+
+def test_length_leaves_unreadable_golds_unscored():
+    # `length` must not reward length alone on a row nobody can verify.
+    length = get_reward({"name": "length", "max_len": 100})
+    assert length(completions=["The answer is 43.", "w " * 50], solution=["forty three"] * 2) == [None, None]
+    assert length(completions=[r"\boxed{43}"], solution=["43"])[0] > 0
 
 
 def test_chat_message_completions_are_read(math_reward):
@@ -74,28 +114,27 @@ def test_malformed_solution_names_column_and_row(math_reward):
         math_reward(completions=["4", "4"], solution=["4", ["4"]])
 
 
-def test_fast_paths_agree_with_math_verify():
-    # Equal decimals short-circuit to 1 and distinct small integers to 0; math-verify must say the same.
-    pairs = [("1080", "1080.0"), ("0.50", "0.5"), ("-3", "-3"), ("41", "42"), ("-7", "7"), ("100", "1000")]
-    reward = MathReward()
-    fast = reward(completions=[rf"\boxed{{{a}}}" for a, _ in pairs], solution=[g for _, g in pairs])
-    assert fast == [float(verify_answers(g, a)) for a, g in pairs] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
-
-
-def test_answers_naming_no_number_score_zero_for_integer_golds_without_math_verify(monkeypatch):
-    # A weak model's noise: math-verify says no to each (slowly); the reward says so without asking it.
-    pairs = [("None", "85"), ("auE the", "479"), ("one", "1"), ("pi", "3"), ("ft", "478")]
-    assert [verify_answers(g, a) for a, g in pairs] == [False] * len(pairs)
+def test_answers_naming_no_number_score_zero_without_math_verify(monkeypatch):
+    # A weak model's noise: nothing math-verify could read, so no round trip to learn that.
     reward = MathReward()
     monkeypatch.setattr(reward, "_verifier", lambda: pytest.fail("sent to math-verify"))
-    assert reward(completions=[f"The answer is {a}" for a, _ in pairs], solution=[g for _, g in pairs]) == [0.0] * 5
+    completions = ["The answer is None", "auE the answer", "so we get 42", "one", ""]
+    assert reward(completions=completions, solution=["85", "#### 479", "42", "1", "7"]) == [0.0] * 5
+
+
+def test_plain_numbers_are_settled_without_math_verify(monkeypatch):
+    reward = MathReward()
+    monkeypatch.setattr(reward, "_verifier", lambda: pytest.fail("sent to math-verify"))
+    completions = [r"The answer is $\boxed{1,080}$.", "#### 41", "Answer: 0.50", "-3"]
+    assert reward(completions=completions, solution=["Sold 9.\n#### 1080", "42", r"\boxed{0.5}", "-3"]) == [
+        1.0, 0.0, 1.0, 1.0]
 
 
 @needs_gsm8k
 def test_all_gsm8k_gold_answers_verify_and_shifted_ones_do_not(math_reward):
     rows = [json.loads(line) for line in GSM8K.read_text().splitlines()]
     assert len(rows) == 1319
-    golds = [gold_answer(row["answer"]) for row in rows]
+    golds = [row["answer"].rpartition("####")[2].strip().replace(",", "") for row in rows]
     solutions = [row["answer"] for row in rows]
     as_hashes = [f"Let me compute.\n#### {g}" for g in golds]
     as_boxed = [rf"The answer is \boxed{{{g}}}." for g in golds]
@@ -159,19 +198,11 @@ def test_safe_from_processes(math_reward, start_method):
     assert child.exitcode == 0
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        (r"\boxed{1} then \boxed{\frac{1}{2}}", r"\frac{1}{2}"),
-        ("<think>#### 3</think> final answer: **12**.", "12"),
-        ("The answer is: $x = 2$", "x = 2"),
-        ("The final answer is 3.5. I hope it is correct.", "3.5"),
-        ("Many words without any conclusion at all here.", None),
-        (r"so the result is \boxed{unclosed and so on", None),
-    ],
-)
-def test_final_answer_extraction(text, expected):
-    assert final_answer(text) == expected
+def test_final_answers_are_what_math_verify_reads(math_reward):
+    completions = [r"<think>#### 3</think> final answer: **12**.", r"The answer is: $x = 2$",
+                   "Final Answer: The final answer is $\\dfrac{3}{4}$. I hope it is correct.", "#### 1,080",
+                   "Many words without any conclusion at all here.", r"so the result is \boxed{unclosed and so on"]
+    assert math_reward.final_answers(completions) == ["12", "x = 2", r"\frac{3}{4}", "1080", None, None]
 
 
 def test_pool_started_from_a_finished_thread_keeps_working():

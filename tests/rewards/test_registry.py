@@ -7,7 +7,8 @@ import pytest
 
 from rewards import check_columns, get_reward, list_rewards
 
-BUILTINS = ["math", "code", "format", "length", "repetition", "steps", "reward_model", "judge", "vote", "self_judge"]
+BUILTINS = ["math", "code", "text", "format", "length", "repetition", "steps", "reward_model", "judge", "vote",
+            "self_judge"]
 
 
 def shout(prompts, completions, **kwargs):
