@@ -125,10 +125,9 @@ class MathReward(Reward):
         tasks, where = [], []
         for i, (text, row) in enumerate(zip(texts, rows, strict=True)):
             solution = row.get("solution")
-            gold = gold_text(str(solution)) if solution is not None else None
+            gold, gold_number = _read_gold(str(solution)) if solution is not None else (None, None)
             if gold is None:
                 continue
-            gold_number = plain_number(gold)
             region = answer_region(text)
             if not states_answer(region):
                 if gold_number is not None:
@@ -182,6 +181,13 @@ class MathReward(Reward):
             self._pool = WorkerPool(_VERIFY_TARGET, workers=workers, timeout=self.timeout,
                                     warmup=("$x^2+2x+1$", r"The answer is $\boxed{(x+1)^2}$", False))
         return self._pool
+
+
+@lru_cache(maxsize=4096)
+def _read_gold(solution: str) -> tuple[str | None, Fraction | None]:
+    # GRPO scores each gold once per completion of its group: read it once.
+    gold = gold_text(solution)
+    return gold, None if gold is None else plain_number(gold)
 
 
 # Below this, distinct integers stay distinct in math-verify's 15-digit numeric comparison too.

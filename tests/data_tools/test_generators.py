@@ -133,11 +133,11 @@ def test_bad_generator_arguments_are_clear_errors(call, message):
 
 def test_the_project_rewards_score_reference_answers_one():
     rewards = pytest.importorskip("rewards")
-    math_rows = [r for task in ("arithmetic", "word_problems", "text_tasks") for r in generate(task, 20, seed=5)]
-    math_reward = rewards.get_reward("math")
-    scores = math_reward(completions=[r["messages"][1]["content"] for r in math_rows],
-                         solution=[r["solution"] for r in math_rows])
-    assert scores == [1.0] * len(math_rows)
+    for task, reward in (("arithmetic", "math"), ("word_problems", "math"), ("text_tasks", "text")):
+        rows = generate(task, 20, seed=5)
+        scores = rewards.get_reward(reward)(completions=[r["messages"][1]["content"] for r in rows],
+                                            solution=[r["solution"] for r in rows])
+        assert scores == [1.0] * len(rows), task
     code_rows = generate("python_functions", 5, seed=5)
     code_reward = rewards.get_reward({"name": "code", "timeout": 5})
     scores = code_reward(completions=[r["messages"][1]["content"] for r in code_rows],
