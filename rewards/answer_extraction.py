@@ -4,7 +4,8 @@ math-verify (`math_verify.parse`) finds and parses the final answer, in a bounde
 module is the cheap part in the caller: it cuts a completion down to the text that may hold its final answer
 (our policy: after `</think>`, the last `_TAIL_CHARS` characters, a marked answer required), hands a bare-LaTeX gold
 to math-verify in math delimiters, and reads plain numbers where math-verify's reading is certain, so they need
-no round trip. Every function here is a few linear passes over a bounded text.
+no round trip. `stated_text` reads answers that are no math (the `text` reward). Every function here is a few
+linear passes over a bounded text.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ _ENDING = re.compile(
     rf"(?P<box>\\boxed\{{\s*)?(?P<number>{_PLAIN})(?(box)\s*\}})\s*+(?P<close>\$\$|\$|\\\]|\\\))?[\s.]*+\Z"
 )
 _CLOSING = {None: None, "$": "$", "$$": "$$", "\\[": "\\]", "\\(": "\\)"}
+# For answers that are no math: the rest of the line after an answer phrase.
+_STATED = re.compile(r"(?i)answer(?:\s+is)?\s*[:=]?\s*(?P<answer>[^\n]*)")
 
 
 def answer_region(text: str) -> str:
@@ -111,12 +114,10 @@ def plain_number(region: str) -> Fraction | None:
         if not (found["mark"] or found["box"]):
             return None
         lowered = head.lower()
-        if "\\boxed" in head or "i hope" in lowered or "answer" in lowered or "\\fbox" in head:
+        if "\\boxed" in head or "i hope" in lowered or "answer" in lowered:
             return None
     return Fraction(found["number"].replace(",", ""))
 
-
-_STATED = re.compile(r"(?i)answer(?:\s+is)?\s*[:=]?\s*(?P<answer>[^\n]*)")
 
 
 def stated_text(region: str) -> str | None:

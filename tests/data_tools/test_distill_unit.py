@@ -176,3 +176,14 @@ def test_vllm_backend_is_optional(tiny_checkpoint: Path) -> None:
         pytest.skip("vLLM is installed: the CPU suite does not run it")
     with pytest.raises(ImportError, match=r"pip install 'posttrain\[vllm\]'"):
         make_backend(TeacherConfig(backend="vllm", model=str(tiny_checkpoint)), SamplingConfig(n=1, temperature=0))
+
+
+def test_a_gold_no_verifier_can_read_keeps_no_trace():
+    from data_tools.distill.config import VerifyConfig
+    from data_tools.distill.select import Verifier
+
+    verifier = Verifier(VerifyConfig(rewards=["math", "code"]))
+    rows = [{"solution": "forty three"}, {"solution": r"$\boxed{2}, \boxed{3}$"}, {"solution": r"$\boxed{2}, \boxed{3}$"}]
+    scores = verifier.score(rows, ["The answer is 43.", r"\boxed{3}", r"\boxed{3, 2}"])
+    assert scores == [{"math": None, "code": None}, {"math": 0.0, "code": None}, {"math": 1.0, "code": None}]
+    assert [verifier.verdict(s) for s in scores] == [False, False, True]
