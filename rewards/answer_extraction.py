@@ -24,6 +24,8 @@ _BOLD = re.compile(r"(?<![\w)])\*\*|\*\*(?![\w(])")
 # An English word (three letters or more) that is not a LaTeX command or a command's argument (`\text{east}`).
 _WORD = re.compile(r"(?<![\\{A-Za-z])[A-Za-z]{3,}")
 _MATH_START = re.compile(r"[\d$\\]")
+# Without a digit, a backslash, a dollar or a bracket none of math-verify's patterns can match.
+_MATH_LIKE = re.compile(r"[\d\\$\[]")
 _ANSWER_ONLY_CHARS = 100
 _DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed|(?i:answer)")
 
@@ -49,8 +51,10 @@ def answer_region(text: str) -> str:
     >>> answer_region("<think>maybe 41</think>Adding up.\n#### 42"), answer_region("The answer is **2**3**.")
     ('Adding up.\nThe final answer is 42', 'The answer is 2**3.')
     """
-    region = _HASHES.sub(_FINAL, text.rpartition("</think>")[2][-_TAIL_CHARS:])
-    return _BOLD.sub("", region).strip()
+    region = text.rpartition("</think>")[2][-_TAIL_CHARS:]
+    if "####" in region:
+        region = _HASHES.sub(_FINAL, region)
+    return (_BOLD.sub("", region) if "**" in region else region).strip()
 
 
 def is_answer_only(region: str) -> bool:
@@ -75,8 +79,7 @@ def states_answer(region: str) -> bool:
     """
     if not (is_answer_only(region) or "\\boxed" in region or "answer" in region.lower()):
         return False
-    # Without a digit, a backslash, a dollar or a bracket none of math-verify's patterns can match.
-    return any(c.isdigit() or c in "\\$[" for c in region)
+    return _MATH_LIKE.search(region) is not None
 
 
 def gold_text(solution: str) -> str | None:
@@ -116,7 +119,8 @@ def plain_number(region: str) -> Fraction | None:
         lowered = head.lower()
         if "\\boxed" in head or "i hope" in lowered or "answer" in lowered:
             return None
-    return Fraction(found["number"].replace(",", ""))
+    number = found["number"].replace(",", "")
+    return Fraction(number) if "." in number else Fraction(int(number))
 
 
 
