@@ -5,8 +5,8 @@ TRL calls a reward once per batch with every completion of the batch; `GRPOTrain
 of `num_generations`. Here a group is every completion of the call with the same prompt (so a group split across
 processes votes among the part a process sees, and a prompt that occurs twice in one batch votes once over both).
 
-In each group the final answers are extracted as the `math` reward extracts them (`answer_extraction.final_answer`;
-plain numbers compared by value, so "4", "4.0" and "04" are one answer, anything else by its text). The answer
+In each group the final answers are the `math` reward's (`MathReward.final_answers`: what math-verify reads, in its
+bounded workers; plain numbers compared by value, so "4", "4.0" and "04" are one answer, anything else by its text). The answer
 given by the most completions is the pseudo-label, and a completion scores 1.0 when its answer is the label, 0.0
 otherwise (no answer at all included). A group has no label, and all its completions score None (no signal, left
 out by TRL), when no completion states an answer, when the top answers tie (a coin flip would reward noise), or
@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rewards.answer_extraction import as_number, final_answer
+from rewards.answer_extraction import plain_number
 from rewards.base import Reward, RowScores, Score
 from rewards.model_inputs import prompt_text
 
@@ -37,7 +37,7 @@ def answer_key(answer: str | None) -> Any:
     if answer is None:
         return None
     answer = answer.strip()
-    value = as_number(answer)
+    value = plain_number(answer)
     return value if value is not None else answer
 
 
@@ -99,7 +99,8 @@ class VoteReward(Reward):
         groups: dict[str, list[int]] = {}
         for i, prompt in enumerate(prompts):
             groups.setdefault(prompt_text(prompt), []).append(i)
-        keys = [answer_key(final_answer(t)) for t in texts]
+        answers = self._math().final_answers(texts)
+        keys = [answer_key(a) for a in answers]
         scores: list[Score | BaseException] = [None] * len(texts)
         shares, labels = [], []  # labels: (label's text, a member's gold)
         for members in groups.values():
@@ -108,7 +109,7 @@ class VoteReward(Reward):
                 continue
             shares.append(share)
             voter = next(i for i in members if keys[i] == label)
-            labels.append((final_answer(texts[voter]), rows[voter].get("solution")))
+            labels.append((answers[voter], rows[voter].get("solution")))
             for i in members:
                 scores[i] = 1.0 if keys[i] == label else 0.0
         self.last = {"share": sum(shares) / len(shares) if shares else 0.0,
