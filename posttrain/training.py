@@ -12,24 +12,29 @@ own config, so the same YAML keys mean the same thing in every stage:
 from __future__ import annotations
 
 import copy
+import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import trl
-from transformers import PreTrainedTokenizerBase, Trainer, set_seed
+from accelerate.utils import DistributedType
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, get_peft_config
 
 from posttrain.cpu_threads import set_cpu_threads
+from posttrain.files import write_atomic
 from posttrain.model import PRESETS, add_training_callbacks, load_model, load_reward_model, load_tokenizer, save_model
 from posttrain.model.lora import EXPERT_PARAMETERS, MLA_MODULES, MLP_MODULES
 from posttrain.packing import use_row_packing
 from posttrain.trainer_metrics import LogsCallbackMetrics
 
 FINAL_DIR = "final"
+COMPLETE = "checkpoint_complete.json"  # written last into a checkpoint-N by CompleteCheckpointCallback
 
 
 @dataclass
@@ -158,9 +163,41 @@ def peft_config(args: ModelArguments):
     return get_peft_config(args)
 
 
+class CompleteCheckpointCallback(TrainerCallback):
+    """Mark each `checkpoint-N` complete once every process has written its part (weights, optimizer shards, RNG
+    states, the trainer state) and the other callbacks have added theirs: `last_complete_checkpoint` resumes only
+    from marked ones. Add it last (`attach` does)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # rank 0 writes the trainer state before the others finish their shards
+        if args.should_save:
+            checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            for f in checkpoint.rglob("*"):
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
+            write_atomic(checkpoint / COMPLETE, json.dumps({"global_step": state.global_step}) + "\n")
+
+
+class _AlreadyTrained(Exception):
+    """A run resumed from the checkpoint of its last step: nothing is left to train."""
+
+
+class _StopWhenTrained(TrainerCallback):
+    """Stop a run resumed from its last step before it trains: the Trainer (5.24) would otherwise skip the epoch's
+    first `global_step` batches and train one step past `max_steps`."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if 0 < state.max_steps <= state.global_step:
+            raise _AlreadyTrained
+
+
 def attach(trainer: Trainer, args: ModelArguments) -> Trainer:
-    """Add the MoE training callback (bias update, router/MTP metrics) to a built HF/TRL trainer."""
+    """Add the MoE training callbacks (bias update, router/MTP metrics, checkpoint files) first and the
+    checkpoint-complete marker last to a built HF/TRL trainer."""
     add_training_callbacks(trainer, gamma=args.bias_update_speed, log_expert_loads=args.log_expert_loads)
+    trainer.add_callback(CompleteCheckpointCallback())
     return trainer
 
 
@@ -206,20 +243,24 @@ def train_sft(model, tokenizer: PreTrainedTokenizerBase, dataset, training_args,
     finish(trainer, tokenizer)
 
 
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The newest `checkpoint-N` whose trainer state was written (the Trainer writes it last), else None.
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[-1])
 
-    `transformers.trainer_utils.get_last_checkpoint` returns the newest dir even if a kill cut its save short;
-    resuming from that one fails, so we skip it.
-    """
+
+def _checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     root = Path(output_dir)
-    if not root.is_dir():
-        return None
-    done = [
-        p for p in root.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-        if p.name.split("-")[-1].isdigit() and (p / TRAINER_STATE_NAME).is_file()
-    ]
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+    found = root.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if root.is_dir() else []
+    return sorted((p for p in found if p.name.split("-")[-1].isdigit()), key=_step)
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest `checkpoint-N` marked complete (`CompleteCheckpointCallback`), else None.
+
+    `transformers.trainer_utils.get_last_checkpoint` returns the newest dir even if a kill cut its save short, and
+    the trainer state the Trainer writes last comes from rank 0 alone, before the other ranks finish theirs.
+    """
+    done = [p for p in _checkpoints(output_dir) if (p / COMPLETE).is_file()]
+    return str(done[-1]) if done else None
 
 
 def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
@@ -237,13 +278,44 @@ def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str) -
     return str(path)
 
 
+def remove_torn(output_dir: str | os.PathLike, resume: str | None) -> list[Path]:
+    """Delete what a kill left in `output_dir`: unmarked `checkpoint-N` dirs after the resume point (the run
+    writes them again), temporary files and dirs of atomic writes (`.NAME.tmp-*`); a `final/` caught between its
+    two renames is put back. Returns what was removed."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    after = _step(Path(resume)) if resume is not None else -1
+    torn = [p for p in _checkpoints(root) if _step(p) > after and not (p / COMPLETE).is_file()]
+    torn += [p for d in [root, *_checkpoints(root)] for p in d.glob(".*.tmp-*")]
+    for old in root.glob(f".{FINAL_DIR}.old-*"):  # save_model renamed final/ away, then was killed
+        if not (root / FINAL_DIR).exists():
+            old.rename(root / FINAL_DIR)
+        else:
+            torn.append(old)
+    for p in torn:
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    return torn
+
+
 def train(trainer: Trainer, model_args: ModelArguments) -> None:
-    """Add the MoE callback, keep packed batches as rows where attention needs it (`posttrain.packing`), and train,
-    resuming from the newest complete checkpoint when asked."""
+    """Add the MoE callbacks, keep packed batches as rows where attention needs it (`posttrain.packing`), and train,
+    resuming from the newest complete checkpoint when asked (after removing what a kill left behind)."""
     attach(trainer, model_args)
     use_row_packing(trainer)
     args = trainer.args
-    trainer.train(resume_from_checkpoint=resolve_resume(args.resume_from_checkpoint, args.output_dir))
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    trainer.accelerator.wait_for_everyone()  # every rank has chosen before the main one deletes
+    if resume is not None or str(args.resume_from_checkpoint).lower() in ("true", "last"):
+        if trainer.accelerator.is_main_process:
+            for p in remove_torn(args.output_dir, resume):
+                trainer.accelerator.print(f"Removed {p} (left by an interrupted run)")
+        trainer.accelerator.wait_for_everyone()
+    trainer.add_callback(_StopWhenTrained())
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except _AlreadyTrained:  # the weights of the last checkpoint are loaded: the final save writes them
+        trainer.accelerator.print(f"{resume} is the run's last step: nothing left to train")
 
 
 def finish(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, extra_files: dict[str, str] | None = None) -> None:
@@ -254,11 +326,44 @@ def finish(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, extra_files: di
     trainer.end()
 
 
+def gathered_state_dict(trainer: Trainer) -> dict[str, torch.Tensor] | None:
+    """The whole model's state dict where the engine shards it (ZeRO-3, FSDP), gathered by the engine's own
+    consolidation onto the main process (CPU); None where every process holds the whole model (DDP, one process).
+    Collective: call it on every process."""
+    acc = trainer.accelerator
+    if acc.distributed_type == DistributedType.DEEPSPEED and acc.deepspeed_config["zero_optimization"]["stage"] == 3:
+        return acc.get_state_dict(trainer.model_wrapped)  # the DeepSpeed engine
+    if acc.distributed_type == DistributedType.FSDP:
+        return acc.get_state_dict(trainer.model)
+    return None
+
+
+def check_router_biases_agree(trainer: Trainer) -> None:
+    """Raise unless every process holds the same routers' `e_score_correction_bias` (the bias update is applied on
+    each process from all-reduced loads; the final save writes the main process's). Collective."""
+    acc = trainer.accelerator
+    biases = [b for name, b in trainer.model.named_buffers() if name.endswith("e_score_correction_bias")]
+    if acc.num_processes == 1 or not biases:
+        return
+    flat = torch.cat([b.detach().float().flatten() for b in biases]).to(acc.device)
+    every = acc.gather(flat[None])  # (processes, all biases)
+    if not torch.equal(every.min(dim=0).values, every.max(dim=0).values):
+        raise RuntimeError("the routers' e_score_correction_bias differ across processes: the bias update diverged")
+
+
 def save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, output_dir: str,
                extra_files: dict[str, str] | None = None) -> Path | None:
-    """Write the trained model (LoRA merged) to `output_dir/final` atomically, from the main process only."""
-    trainer.accelerator.wait_for_everyone()
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if not trainer.accelerator.is_main_process:
-        return None
-    return save_model(model, tokenizer, Path(output_dir) / FINAL_DIR, extra_files)
+    """Write the trained model (LoRA merged) to `output_dir/final` atomically, `extra_files` (name -> text) in it:
+    the weights are gathered on every process where an engine shards them, then written by the main process alone.
+    """
+    acc = trainer.accelerator
+    acc.wait_for_everyone()
+    check_router_biases_agree(trainer)
+    state_dict = gathered_state_dict(trainer)
+    final = None
+    if acc.is_main_process:
+        final = save_model(acc.unwrap_model(trainer.model), tokenizer, Path(output_dir) / FINAL_DIR, extra_files,
+                           state_dict=state_dict)
+    acc.wait_for_everyone()
+    return final
+

@@ -34,7 +34,8 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     if script_args.dataset_path is None:
         raise ValueError("--dataset_path is required: a mix spec YAML, a built mix dir, or a JSONL/Parquet/CSV file")
     model, tokenizer = build_model_and_tokenizer(model_args, seed=training_args.seed)
-    dataset = load_sft_dataset(script_args.dataset_path, workdir=f"{training_args.output_dir}/data")
+    with training_args.main_process_first(desc="SFT data"):  # the main process builds a mix; the others load it
+        dataset = load_sft_dataset(script_args.dataset_path, workdir=f"{training_args.output_dir}/data")
     train_sft(model, tokenizer, dataset, training_args, model_args, eval_size=script_args.eval_size)
 
 

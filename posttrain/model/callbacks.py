@@ -1,6 +1,7 @@
 """Trainer glue: the `TrainerCallback`s for any HF/TRL trainer running a DeepSeek-V3-architecture model.
 
-`MTPCheckpointCallback` gives each saved `checkpoint-N` the released layout's MTP copies (`add_mtp_copies`).
+`CheckpointFilesCallback` gives each saved `checkpoint-N` the released layout's MTP copies (`add_mtp_copies`), or,
+for a LoRA adapter, the router biases outside the adapters (`add_adapter_extras`).
 After each optimizer step `MoETrainingCallback` pops the expert loads of the global batch (summed over
 gradient-accumulation micro-batches, all-reduced over data-parallel ranks), applies the auxiliary-loss-free bias
 update and keeps the router statistics; at each log it merges, averaged over the steps since the previous log:
@@ -29,6 +30,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from posttrain.model.balance import update_bias
 from posttrain.model.io import add_mtp_copies
+from posttrain.model.lora import add_adapter_extras
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM
 from posttrain.model.router_stats import RouterLoads, max_violation
 from posttrain.model.speculative import SpeculativeStats
@@ -117,13 +119,17 @@ class MoETrainingCallback(MetricsCallback):
         return out
 
 
-class MTPCheckpointCallback(TrainerCallback):
-    """Give each `checkpoint-N` the Trainer saves the MTP copies of the embedding and head that `save_model` writes,
-    so intermediate checkpoints have the released layout too (vLLM's MTP loader reads them)."""
+class CheckpointFilesCallback(TrainerCallback):
+    """Complete each `checkpoint-N` the Trainer saves for tools outside the run: full weights get the MTP copies of
+    the embedding and head that `save_model` writes (the released layout vLLM's MTP loader reads); a LoRA adapter
+    gets the router biases the bias update moved, so base + adapter equals the merged model and a resume keeps them.
+    """
 
-    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
         if args.should_save:  # the processes the Trainer wrote the checkpoint from
-            add_mtp_copies(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+            checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if not add_mtp_copies(checkpoint) and model is not None:
+                add_adapter_extras(checkpoint, model)
 
 
 def training_callbacks(
@@ -139,10 +145,10 @@ def training_callbacks(
     >>> from posttrain.model import load_model
     >>> callbacks = training_callbacks(load_model("tiny"), gamma=1e-3)
     >>> [type(c).__name__ for c in callbacks]
-    ['MoETrainingCallback', 'MTPCheckpointCallback']
+    ['MoETrainingCallback', 'CheckpointFilesCallback']
     """
     moe = MoETrainingCallback(model, gamma=gamma, log_expert_loads=log_expert_loads, grad_scaler=grad_scaler)
-    return [moe, MTPCheckpointCallback()]
+    return [moe, CheckpointFilesCallback()]
 
 
 def add_training_callbacks(trainer: Trainer, gamma: float = 1e-3, log_expert_loads: bool = False) -> None:

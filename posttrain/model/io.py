@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import get_peft_model
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoTokenizer, DeepseekV3Config, PreTrainedModel, PreTrainedTokenizerBase
@@ -146,8 +147,15 @@ def load_reward_model(
     return _build(DeepseekV3ForSequenceClassification, source, config, dtype)
 
 
-def _unwrap(model: torch.nn.Module) -> PreTrainedModel:
-    """Merge a PEFT model's adapters (in place) and return the plain model."""
+def _unwrap(model: torch.nn.Module, state_dict: dict[str, torch.Tensor] | None) -> PreTrainedModel:
+    """The plain model to save: a PEFT model's adapters merged; with a gathered `state_dict` of a PEFT model (whose
+    live weights are shards), merged on a CPU copy built from it."""
+    if state_dict is not None and hasattr(model, "peft_config"):
+        base = model.get_base_model()
+        with torch.device("cpu"):
+            copy = get_peft_model(type(base)(base.config), model.peft_config[model.active_adapter])
+        copy.load_state_dict(state_dict)
+        model = copy
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     return model
@@ -203,20 +211,24 @@ def add_mtp_copies(checkpoint: str | os.PathLike) -> bool:
 
 def save_model(
     model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None, output_dir: str | os.PathLike,
-    extra_files: dict[str, str] | None = None,
+    extra_files: dict[str, str] | None = None, state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write an HF checkpoint (safetensors, config.json, tokenizer) atomically; PEFT adapters are merged first.
     `extra_files` (name -> text, e.g. evaluation results) are written into it in the same atomic step.
 
-    The checkpoint is written to a temporary sibling directory and renamed into place, so `output_dir` is only ever
-    absent, the previous complete checkpoint, or the new complete one.
+    `state_dict`: the whole model's weights gathered from a sharding engine (ZeRO-3, FSDP), where `model`'s own
+    parameters are shards; it is written instead (LoRA: merged on a CPU copy of the model). The checkpoint is
+    written to a temporary sibling directory and renamed into place, so `output_dir` is only ever absent, the
+    previous complete checkpoint, or the new complete one.
 
     >>> out = save_model(load_model("tiny"), build_tokenizer(), tmp_path / "ckpt")  # doctest: +SKIP
     """
-    model = _unwrap(model)
+    merged = _unwrap(model, state_dict)
+    if merged is not model:  # adapters merged: the merged model's own weights are the ones to write
+        model, state_dict = merged, None
     out = Path(output_dir)
     with replacing_dir(out) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         add_mtp_copies(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

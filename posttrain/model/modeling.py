@@ -30,6 +30,7 @@ from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3ForCausalLM, DeepseekV3MoE
 
 from posttrain.model.balance import batch_balance_loss
+from posttrain.model.layout import to_fused
 from posttrain.model.mtp import MtpLayer, mtp_loss
 from posttrain.model.speculative import SpeculativeStats, speculative_generate
 from posttrain.touchpoints import allow_experts_implementation, drop_redundant_packed_mask
@@ -210,6 +211,11 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         return dict(input_ids=ids, attention_mask=mask, max_new_tokens=config.max_new_tokens, eos_token_id=eos,
                     pad_token_id=config.pad_token_id, temperature=(config.temperature or 1.0) if sampled else 0.0,
                     top_p=config.top_p if sampled and config.top_p is not None else 1.0)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """`nn.Module.load_state_dict` that also takes a saved checkpoint's released layout (per-expert keys, MTP
+        copies; `layout.to_fused`), so the Trainer's resume restores the routed experts instead of skipping them."""
+        return super().load_state_dict(to_fused(self, state_dict), strict=strict, assign=assign)
 
     def pop_loss_sums(self) -> dict[str, torch.Tensor]:
         """(sum, count) of each extra loss over training forwards since the last call; resets."""

@@ -206,3 +206,20 @@ def test_add_training_callbacks_refuses_a_trainer_that_would_not_log_them(tmp_pa
     trainer = Trainer(model=load_model("tiny"), args=TrainingArguments(**_args(tmp_path)), train_dataset=_lm_dataset())
     with pytest.raises(TypeError, match="LogsCallbackMetrics"):
         add_training_callbacks(trainer)
+
+
+def test_resume_picks_the_newest_marked_checkpoint_and_removes_what_a_kill_left(tmp_path):
+    from posttrain.training import COMPLETE, FINAL_DIR, last_complete_checkpoint, remove_torn
+
+    for step in (2, 4, 6):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}" / COMPLETE).write_text("{}")
+    (tmp_path / "checkpoint-4" / ".adapter_model.safetensors.tmp-7").write_text("")
+    (tmp_path / ".final.old-9").mkdir()  # save_model moved final/ away and was killed before the rename
+    resume = last_complete_checkpoint(tmp_path)
+    assert resume == str(tmp_path / "checkpoint-4")  # checkpoint-6 has a trainer state but no marker
+    removed = remove_torn(tmp_path, resume)
+    assert sorted(p.name for p in removed) == [".adapter_model.safetensors.tmp-7", "checkpoint-6"]
+    assert (tmp_path / FINAL_DIR).is_dir() and (tmp_path / "checkpoint-2").is_dir()

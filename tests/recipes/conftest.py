@@ -12,6 +12,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 CPU2 = REPO / "recipes" / "accelerate" / "cpu2.yaml"
@@ -28,11 +30,26 @@ def load_recipe(name: str) -> ModuleType:
     return module
 
 
-def launch(recipe: str, *args: str, processes: int = 2, env: dict[str, str] | None = None, timeout: int = 300):
-    """Run `accelerate launch [--config_file cpu2.yaml] recipes/<recipe>.py ARGS` from the repo root."""
-    launcher = ["--config_file", str(CPU2)] if processes == 2 else ["--cpu", "--num_processes", "1",
-                                                                    "--mixed_precision", "no"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, f"recipes/{recipe}.py", *args]
+# 2 CPU processes under each engine: the shipped accelerate config, sized down to this machine.
+ENGINES = {
+    "ddp": ["--config_file", str(CPU2)],
+    "zero3": ["--config_file", "recipes/accelerate/zero3.yaml", "--num_processes", "2", "--mixed_precision", "no"],
+    "fsdp2": ["--config_file", "recipes/accelerate/fsdp2.yaml", "--num_processes", "2", "--mixed_precision", "no"],
+}
+FSDP_ON_CPU = "tests/recipes/fsdp_on_cpu.py"  # accelerate selects FSDP on accelerators only (see the file)
+
+
+def launch_command(recipe: str, *args: str, processes: int = 2, engine: str = "ddp") -> list[str]:
+    """`accelerate launch` of `recipes/<recipe>.py ARGS` on 2 CPU processes under `engine`, or on one process."""
+    launcher = ENGINES[engine] if processes == 2 else ["--cpu", "--num_processes", "1", "--mixed_precision", "no"]
+    script = [FSDP_ON_CPU] if engine == "fsdp2" else []
+    return [sys.executable, "-m", "accelerate.commands.launch", *launcher, *script, f"recipes/{recipe}.py", *args]
+
+
+def launch(recipe: str, *args: str, processes: int = 2, env: dict[str, str] | None = None, timeout: int = 300,
+           engine: str = "ddp"):
+    """Run `launch_command(...)` from the repo root; fails the test with the output's tail if it fails."""
+    cmd = launch_command(recipe, *args, processes=processes, engine=engine)
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
                 "PYTHONWARNINGS": "default::DeprecationWarning,default::FutureWarning", **(env or {})}
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
@@ -45,6 +62,20 @@ def launch(recipe: str, *args: str, processes: int = 2, env: dict[str, str] | No
 def log_history(checkpoint: Path) -> list[dict]:
     """The trainer's logged metrics as saved in a checkpoint."""
     return json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+
+
+def losses(checkpoint: Path) -> dict[int, float]:
+    """step -> training loss, as logged up to `checkpoint`."""
+    return {h["step"]: h["loss"] for h in log_history(checkpoint) if "loss" in h}
+
+
+def assert_same_run(run: Path, reference: Path, steps: int) -> None:
+    """`run` logged the same loss at every step as `reference` and saved bit-identical final weights."""
+    assert losses(run / f"checkpoint-{steps}") == losses(reference / f"checkpoint-{steps}")
+    assert len(losses(run / f"checkpoint-{steps}")) == steps
+    ours, theirs = load_file(run / "final" / "model.safetensors"), load_file(reference / "final" / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []
 
 
 @pytest.fixture(scope="session")

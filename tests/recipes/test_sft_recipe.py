@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from posttrain.model.io import MTP_COPIES_FILE
+from posttrain.training import COMPLETE
 from tests.recipes.conftest import launch, load_recipe, log_history
 
 pytestmark = pytest.mark.integration
@@ -56,10 +57,10 @@ def test_trainer_checkpoints_have_the_released_mtp_layout(sft_run: Path):
 def test_resume_continues_from_the_last_complete_checkpoint(sft_run: Path, sft_rows: Path, tmp_path: Path):
     run = tmp_path / "run"
     shutil.copytree(sft_run, run)
-    # A save cut short by a kill: the newest dir has weights but no trainer state; resume must skip it.
+    # A save cut short by a kill: the newest dir has weights but no completion marker; resume must skip it.
     partial = run / "checkpoint-3"
     shutil.copytree(run / "checkpoint-2", partial)
-    (partial / "trainer_state.json").unlink()
+    (partial / COMPLETE).unlink()
     proc = launch("sft", *TINY_ARGS, "--dataset_path", str(sft_rows), "--output_dir", str(run), "--max_steps", "4",
                   "--resume_from_checkpoint", "true", processes=1)
     assert proc.stdout.count("'loss':") == 2  # only steps 3 and 4 ran here
@@ -76,3 +77,14 @@ def test_bad_dataset_path_is_a_clear_error(tmp_path: Path):
     args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
     with pytest.raises(Exception, match="missing.jsonl"):
         sft.main(sft.SFTScriptArguments(dataset_path=str(tmp_path / "missing.jsonl")), args, ModelArguments())
+
+
+def test_two_processes_build_a_mix_spec_once_and_train_on_it(tmp_path: Path):
+    spec = tmp_path / "mix.yaml"
+    spec.write_text("seed: 0\nmax_tokens: 256\nsources:\n  - builtin: arithmetic\n    rows: 48\n")
+    out = tmp_path / "run"
+    launch("sft", *TINY_ARGS, "--dataset_path", str(spec), "--output_dir", str(out), "--max_steps", "1",
+           "--save_strategy", "no", "--eval_size", "0", "--eval_strategy", "no")
+    built = json.loads((out / "data" / "stats.json").read_text())
+    assert built["rows"] == 48 and (out / "final").is_dir()
+    assert not [p.name for p in (out / "data").parent.iterdir() if ".tmp" in p.name]
