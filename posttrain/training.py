@@ -28,7 +28,10 @@ from trl import ModelConfig, get_peft_config
 
 from posttrain.cpu_threads import set_cpu_threads
 from posttrain.files import write_atomic
-from posttrain.model import PRESETS, add_training_callbacks, load_model, load_reward_model, load_tokenizer, save_model
+from posttrain.model import (
+    PRESETS, DeepseekV3MTPForCausalLM, add_training_callbacks, load_model, load_reward_model, load_tokenizer,
+    save_model,
+)
 from posttrain.model.lora import EXPERT_PARAMETERS, MLA_MODULES, MLP_MODULES
 from posttrain.packing import use_row_packing
 from posttrain.trainer_metrics import LogsCallbackMetrics
@@ -303,6 +306,9 @@ def train(trainer: Trainer, model_args: ModelArguments) -> None:
     resuming from the newest complete checkpoint when asked (after removing what a kill left behind)."""
     attach(trainer, model_args)
     use_row_packing(trainer)
+    for core in trainer.model.modules():  # PEFT may have put adapters on the MTP layers
+        if isinstance(core, DeepseekV3MTPForCausalLM):
+            core.freeze_idle_mtp()
     args = trainer.args
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     trainer.accelerator.wait_for_everyone()  # every rank has chosen before the main one deletes

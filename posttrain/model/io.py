@@ -90,10 +90,7 @@ def load_model(
     """
     config = load_config(source, **overrides)
     model = _build(DeepseekV3MTPForCausalLM, source, config, dtype)
-    if model.mtp_loss_weight == 0:
-        # MTP kept (and saved) but not trained: frozen, so optimizers skip it and DDP without
-        # find_unused_parameters (as under gradient checkpointing) does not wait for its gradients.
-        model.model.layers[config.num_hidden_layers :].requires_grad_(False)
+    model.freeze_idle_mtp()
     return model
 
 

@@ -103,6 +103,13 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         """alpha of eq. (17); 0 (default) turns the sequence-wise loss off."""
         return float(getattr(self.config, "seq_balance_alpha", SEQ_BALANCE_ALPHA))
 
+    def freeze_idle_mtp(self) -> None:
+        """With `mtp_loss_weight` 0, freeze the MTP layers (kept and saved, not trained), adapters put on them
+        included: optimizers then skip them, DDP without find_unused_parameters does not wait for their gradients,
+        and FSDP's optimizer load does not look for states they never got."""
+        if self.mtp_loss_weight == 0:
+            self.model.layers[self.config.num_hidden_layers :].requires_grad_(False)
+
     def _remember_labels(self, module, args, kwargs) -> None:
         self._labels = kwargs.get("labels")
 
