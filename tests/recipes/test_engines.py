@@ -95,7 +95,7 @@ def test_resume_past_a_torn_checkpoint_reproduces_the_uninterrupted_run(referenc
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("reference", ["ddp-full", "ddp-lora"], indirect=True)  # minutes per case: DDP only
+@pytest.mark.parametrize("reference", ["ddp-full"], indirect=True)  # minutes per case; the others resume above
 def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_run(reference, sft_rows: Path, tiny_checkpoint,
                                                                         tmp_path: Path):
     case, ref = reference
