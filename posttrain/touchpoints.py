@@ -22,28 +22,48 @@ libraries' public API (trainer constructors, `Trainer.add_callback`, `Trainer.lo
    turns on), so the row-packing collator replaces `trainer.data_collator` after construction. The trainer reads
    that attribute when it builds its data loaders; whether the trainer is padding-free is its `padding_free`
    attribute (`trainer_is_padding_free`).
+6. `to_fused` (transformers): checkpoints are saved in the released layout (per-expert keys, MTP copies) while the
+   model holds fused experts; `from_pretrained` converts, `nn.Module.load_state_dict` (the Trainer's resume, with
+   strict=False) does not and silently keeps the initial experts. The model's `load_state_dict` converts through
+   transformers' private `core_model_loading.convert_and_load_state_dict_in_model` with the model's
+   `get_model_conversion_mapping`, run on a meta-device twin.
+7. `StopWhenTrained` (transformers `Trainer`): resumed from the checkpoint of its last step (`max_steps` not a
+   multiple of the epoch), the Trainer skips the first `global_step` batches of the epoch and trains one step past
+   `max_steps`; the callback stops such a run before its first step.
+8. Adapter extras (PEFT): `set_peft_model_state_dict` loads every key of an adapter file with `strict=False`,
+   including keys of the base model that are no adapter; `posttrain.model.lora.add_adapter_extras` writes the
+   router biases there so `PeftModel.from_pretrained` (and a LoRA resume) restores them.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 import torch
+from torch import nn
+from transformers import TrainerCallback
+from transformers.conversion_mapping import get_model_conversion_mapping
+from transformers.core_model_loading import convert_and_load_state_dict_in_model
+from transformers.modeling_utils import LoadStateDictConfig
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3Model
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-CHECKED_AGAINST = {"transformers": "5.24.0", "trl": "1.16.0", "torch": "2.13.0"}
+CHECKED_AGAINST = {"transformers": "5.24.0", "trl": "1.16.0", "torch": "2.13.0", "peft": "0.21.2"}
 
 __all__ = [
     "CACHE_KWARG",
     "CHECKED_AGAINST",
+    "AlreadyTrained",
     "DataCollatorForLanguageModeling",
+    "StopWhenTrained",
     "allow_experts_implementation",
     "attention_implementation",
     "drop_redundant_packed_mask",
     "packed_rows_mask_is_redundant",
     "set_data_collator",
+    "to_fused",
     "trainer_is_padding_free",
 ]
 
@@ -111,3 +131,42 @@ def set_data_collator(trainer: Any, collator: Any) -> None:
     """Give a built trainer another collator (touchpoint 5): TRL's `SFTTrainer` refuses one at construction when
     padding-free."""
     trainer.data_collator = collator
+
+
+# The released checkpoints' per-MTP-layer copies of the shared embedding and head (the model uses the main ones).
+_MTP_COPY_KEY = re.compile(r"(^|\.)model\.layers\.\d+\.(embed_tokens|shared_head\.head)\.weight$")
+
+
+def to_fused(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state_dict` with released-layout keys converted to `model`'s own (fused experts), the MTP layers' copies of
+    the embedding and head dropped (touchpoint 6). Keys the model has pass through; keys it does not know stay, so
+    a strict load still names them.
+
+    >>> saved = safetensors.torch.load_file("checkpoint-2/model.safetensors")  # doctest: +SKIP
+    >>> model.load_state_dict(to_fused(model, saved), strict=True)            # doctest: +SKIP
+    """
+    own = model.state_dict()
+    state_dict = {k: v for k, v in state_dict.items() if not _MTP_COPY_KEY.search(k)}
+    if all(k in own for k in state_dict):
+        return state_dict
+    with torch.device("meta"):
+        twin = type(model)(model.config)
+    load_config = LoadStateDictConfig(weight_mapping=get_model_conversion_mapping(twin), device_map={"": "cpu"})
+    info, _ = convert_and_load_state_dict_in_model(twin, dict(state_dict), load_config)
+    converted = {k: v for k, v in twin.state_dict().items() if not v.is_meta}
+    converted.update({k: state_dict[k] for k in info.unexpected_keys if k in state_dict})
+    return converted
+
+
+
+class AlreadyTrained(Exception):
+    """A run resumed from the checkpoint of its last step: nothing is left to train (touchpoint 7)."""
+
+
+class StopWhenTrained(TrainerCallback):
+    """Raise `AlreadyTrained` at the start of a run resumed from its last step, before the Trainer trains a step past
+    `max_steps` (touchpoint 7)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if 0 < state.max_steps <= state.global_step:
+            raise AlreadyTrained

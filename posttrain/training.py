@@ -34,6 +34,7 @@ from posttrain.model import (
 )
 from posttrain.model.lora import EXPERT_PARAMETERS, MLA_MODULES, MLP_MODULES
 from posttrain.packing import use_row_packing
+from posttrain.touchpoints import AlreadyTrained, StopWhenTrained
 from posttrain.trainer_metrics import LogsCallbackMetrics
 
 FINAL_DIR = "final"
@@ -183,19 +184,6 @@ class CompleteCheckpointCallback(TrainerCallback):
             write_atomic(checkpoint / COMPLETE, json.dumps({"global_step": state.global_step}) + "\n")
 
 
-class _AlreadyTrained(Exception):
-    """A run resumed from the checkpoint of its last step: nothing is left to train."""
-
-
-class _StopWhenTrained(TrainerCallback):
-    """Stop a run resumed from its last step before it trains: the Trainer (5.24) would otherwise skip the epoch's
-    first `global_step` batches and train one step past `max_steps`."""
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if 0 < state.max_steps <= state.global_step:
-            raise _AlreadyTrained
-
-
 def attach(trainer: Trainer, args: ModelArguments) -> Trainer:
     """Add the MoE training callbacks (bias update, router/MTP metrics, checkpoint files) first and the
     checkpoint-complete marker last to a built HF/TRL trainer."""
@@ -317,10 +305,10 @@ def train(trainer: Trainer, model_args: ModelArguments) -> None:
             for p in remove_torn(args.output_dir, resume):
                 trainer.accelerator.print(f"Removed {p} (left by an interrupted run)")
         trainer.accelerator.wait_for_everyone()
-    trainer.add_callback(_StopWhenTrained())
+    trainer.add_callback(StopWhenTrained())
     try:
         trainer.train(resume_from_checkpoint=resume)
-    except _AlreadyTrained:  # the weights of the last checkpoint are loaded: the final save writes them
+    except AlreadyTrained:  # the weights of the last checkpoint are loaded: the final save writes them
         trainer.accelerator.print(f"{resume} is the run's last step: nothing left to train")
 
 

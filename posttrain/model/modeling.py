@@ -30,10 +30,9 @@ from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3ForCausalLM, DeepseekV3MoE
 
 from posttrain.model.balance import batch_balance_loss
-from posttrain.model.layout import to_fused
 from posttrain.model.mtp import MtpLayer, mtp_loss
 from posttrain.model.speculative import SpeculativeStats, speculative_generate
-from posttrain.touchpoints import allow_experts_implementation, drop_redundant_packed_mask
+from posttrain.touchpoints import allow_experts_implementation, drop_redundant_packed_mask, to_fused
 
 MTP_LOSS_WEIGHT = 0.1  # lambda: the report uses 0.3 for the first 10T tokens, 0.1 for the rest
 SEQ_BALANCE_ALPHA = 0.0  # alpha: "extremely small" in the report (0.0001); off by default
@@ -221,7 +220,8 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """`nn.Module.load_state_dict` that also takes a saved checkpoint's released layout (per-expert keys, MTP
-        copies; `layout.to_fused`), so the Trainer's resume restores the routed experts instead of skipping them."""
+        copies; `posttrain.touchpoints.to_fused`), so the Trainer's resume restores the routed experts instead of
+        skipping them."""
         return super().load_state_dict(to_fused(self, state_dict), strict=strict, assign=assign)
 
     def pop_loss_sums(self) -> dict[str, torch.Tensor]:

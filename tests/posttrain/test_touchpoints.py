@@ -17,10 +17,13 @@ from posttrain.packing import RowPackedCollator, use_row_packing
 from posttrain.tokenizer import build_tokenizer
 from posttrain.touchpoints import (
     CACHE_KWARG,
+    AlreadyTrained,
+    StopWhenTrained,
     DataCollatorForLanguageModeling,
     allow_experts_implementation,
     attention_implementation,
     drop_redundant_packed_mask,
+    to_fused,
     trainer_is_padding_free,
 )
 
@@ -95,3 +98,72 @@ def test_touchpoint_5_trl_refuses_a_padding_free_collator_and_reads_the_replaced
     assert use_row_packing(trainer)
     batch = next(iter(trainer.get_train_dataloader()))
     assert batch["input_ids"].shape[0] == 2, "touchpoint 5: the trainer no longer reads trainer.data_collator"
+
+
+def test_touchpoint_6_the_released_layout_loads_strictly_only_through_to_fused(tmp_path):
+    from safetensors.torch import load_file
+
+    from posttrain.model import save_model
+
+    torch.manual_seed(0)
+    trained = load_model("tiny")
+    saved = load_file(save_model(trained, None, tmp_path / "ckpt") / "model.safetensors")
+    assert any(".mlp.experts.0.gate_proj.weight" in k for k in saved)  # per-expert keys on disk
+    missing = torch.nn.Module.load_state_dict(load_model("tiny"), saved, strict=False).missing_keys
+    assert "model.layers.1.mlp.experts.gate_up_proj" in missing  # what the Trainer's plain resume load skips
+    torch.manual_seed(1)
+    fresh = load_model("tiny")
+    fresh.load_state_dict(saved, strict=True)  # our override: experts fused, MTP copies dropped
+    for (name, a), (_, b) in zip(trained.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    own = fresh.state_dict()
+    assert all(to_fused(fresh, own)[k] is v for k, v in own.items())  # the model's own keys pass through
+    with pytest.raises(RuntimeError, match="model.layers.1.mlp.not_a_weight"):
+        fresh.load_state_dict({**own, "model.layers.1.mlp.not_a_weight": torch.zeros(1)})
+
+
+def test_touchpoint_7_a_run_resumed_at_max_steps_trains_no_step_past_it(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    ids = torch.randint(10, 1000, (8, 16), generator=torch.Generator().manual_seed(0)).tolist()
+    data = Dataset.from_dict({"input_ids": ids, "labels": ids})
+
+    def trainer() -> Trainer:
+        args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=2,
+                                 save_steps=2, report_to=[], use_cpu=True, disable_tqdm=True)
+        return Trainer(model=load_model("tiny", mtp_loss_weight=0.0), args=args, train_dataset=data)
+
+    trainer().train()
+    plain = trainer()
+    plain.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert plain.state.global_step == 3  # the Trainer's own behaviour: one step past max_steps
+    guarded = trainer()
+    guarded.add_callback(StopWhenTrained())
+    with pytest.raises(AlreadyTrained):
+        guarded.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert guarded.state.global_step == 2
+
+
+def test_touchpoint_8_an_adapter_with_its_extras_loads_onto_the_base_as_the_merged_model(tmp_path):
+    from peft import PeftModel
+
+    from posttrain.model import apply_lora, save_model
+    from posttrain.model.lora import add_adapter_extras
+
+    base = save_model(load_model("tiny"), None, tmp_path / "base")
+    torch.manual_seed(0)
+    model = apply_lora(load_model(base), r=4, routed_experts=True)
+    with torch.no_grad():  # adapters that do something, and biases moved outside every adapter (the bias update)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+        for name, buf in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                buf.normal_(0, 0.5)
+    model.save_pretrained(tmp_path / "adapter")
+    assert add_adapter_extras(tmp_path / "adapter", model)
+    ids = torch.randint(10, 1000, (2, 12))
+    merged = load_model(save_model(model, None, tmp_path / "merged")).eval()
+    loaded = PeftModel.from_pretrained(load_model(base), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
