@@ -10,7 +10,7 @@ with and without `speculative=True`; the two outputs are checked to be the same 
     alpha             drafts accepted / drafts made, in the speculative run (tokens per main step = 1 + alpha)
     c                 one MTP drafting call / one main-model decode forward, both as they run: mean seconds over
                       every call of one instrumented run of each path (hooks on the backbone, a timer around
-                      `mtp_forward`; prefills left out)
+                      `draft_step`; prefills left out)
     v                 one main-model forward in the speculative run (2 tokens per row, the verify step) / one in the
                       plain run, measured the same way
     c_micro, v_micro  the same ratios micro-timed on a synthetic cached batch (1 MTP slot, context 64): noisier,
@@ -54,16 +54,20 @@ def step_costs(model, batch: int, context: int = 64, reps: int = 30) -> dict[str
     """Seconds of one cached main decode step (1 and 2 tokens per row) and one cached MTP step, batch `batch`."""
     from transformers.cache_utils import DynamicCache
 
-    from posttrain.model.speculative import mtp_forward, mtp_layers
+    from posttrain.model.mtp import mtp_layers
+    from posttrain.model.speculative import draft_step, main_pass
 
-    ids = torch.randint(10, model.config.vocab_size, (batch, context))
+    ids = torch.randint(10, model.config.vocab_size, (batch, context + 1))
     attn = torch.ones(batch, context + 2, dtype=torch.long)
     cache, mtp_cache = DynamicCache(config=model.config), DynamicCache()
-    pos = torch.arange(context).expand(batch, -1)
-    hidden = model.model(input_ids=ids, attention_mask=attn[:, :context], position_ids=pos, **{CACHE_KWARG: cache},
-                         use_cache=True).last_hidden_state
+    pos = torch.arange(context + 1).expand(batch, -1)
+    main = main_pass(model, input_ids=ids[:, :context], attention_mask=attn[:, :context], position_ids=pos[:, :context],
+                     **{CACHE_KWARG: cache}, use_cache=True)
     layer = mtp_layers(model)[0]
-    mtp_forward(model, layer, hidden, ids, pos, attn[:, :context], mtp_cache)
+    draft_step(model, layer, main.hidden, ids[:, 1:], pos[:, :context], main.mask, main.rotary, mtp_cache)
+    one = main_pass(model, input_ids=ids[:, context:], attention_mask=attn[:, : context + 1],  # the MTP slot's mask
+                    position_ids=pos[:, context:], **{CACHE_KWARG: cache}, use_cache=True)
+    cache.crop(-1)
 
     def main_step(n):
         def run():
@@ -74,7 +78,7 @@ def step_costs(model, batch: int, context: int = 64, reps: int = 30) -> dict[str
         return run
 
     def mtp_step():
-        mtp_forward(model, layer, hidden[:, :1], ids[:, :1], pos[:, :1] + context, attn[:, : context + 1], mtp_cache)
+        draft_step(model, layer, one.hidden, ids[:, :1], pos[:, context:], one.mask, one.rotary, mtp_cache)
         mtp_cache.crop(-1)
 
     return {"main_1": _time(main_step(1), reps), "main_2": _time(main_step(2), reps), "mtp_1": _time(mtp_step, reps)}
@@ -104,7 +108,7 @@ def run_costs(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) -
                 calls.setdefault(f"{name}_{width[0]}", []).append(elapsed)
         return hook
 
-    drafting = speculative.mtp_forward
+    drafting = speculative.draft_step
 
     def timed_mtp(model, layer, hidden, *args, **kwargs):
         start, drafting_now[0] = time.perf_counter(), True
@@ -118,13 +122,13 @@ def run_costs(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) -
     handles = [module.register_forward_pre_hook(before, with_kwargs=True) for module in (model.model, model.lm_head)]
     handles += [model.model.register_forward_hook(after("backbone"), with_kwargs=True),
                 model.lm_head.register_forward_hook(after("head"), with_kwargs=True)]
-    speculative.mtp_forward = timed_mtp
+    speculative.draft_step = timed_mtp
     try:
         generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc="plain")
         generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc="spec",
                  speculative=True)
     finally:
-        speculative.mtp_forward = drafting
+        speculative.draft_step = drafting
         for handle in handles:
             handle.remove()
     mean = {name: sum(times) / len(times) for name, times in calls.items()}

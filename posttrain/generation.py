@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Genera
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from posttrain.model import load_model
-from posttrain.model.speculative import SpeculativeStats, speculative_generate
+from posttrain.model.speculative import SpeculativeStats
 
 Prompt = str | list[dict[str, str]]
 
@@ -145,11 +145,14 @@ def generate(
     nucleus `top_p` (no top-k cut). Prompts are batched longest first, so an out-of-memory shows at once.
     Returns one list of `num_samples` completions per prompt, in the order given.
 
-    `speculative=True` decodes with the model's own MTP module as the drafter (self-speculative decoding,
-    `posttrain.model.speculative`): greedy output is the same tokens, sampled output the same distribution, fewer
-    main-model forwards; `stats` (a `SpeculativeStats`) then collects the draft acceptance.
+    `speculative=True` decodes with the model's own MTP module as the drafter (self-speculative decoding through
+    the model's `generate`, `posttrain.model.speculative`): greedy output is the same tokens, sampled output the
+    same distribution, fewer main-model forwards; `stats` (a `SpeculativeStats`) then collects the draft acceptance.
     """
     check_sampling(num_samples, temperature)
+    if speculative and not hasattr(model, "pop_speculative_stats"):
+        raise ValueError("speculative decoding drafts with posttrain's DeepSeek-V3 MTP module; "
+                         f"{type(model).__name__} has none (load the checkpoint with load_checkpoint)")
     stop = _stop_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
     sampled = temperature > 0
@@ -174,23 +177,15 @@ def generate(
         for row, i in enumerate(batch):  # left padding: the prompt ends where generation starts
             input_ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i], dtype=torch.long)
             attention_mask[row, width - len(prompts[i]) :] = 1
-        if speculative:
-            out, batch_stats = speculative_generate(
-                model,
-                input_ids.repeat_interleave(num_samples, dim=0).to(model.device),
-                attention_mask.repeat_interleave(num_samples, dim=0).to(model.device),
-                max_new_tokens=max_new_tokens, eos_token_id=stop, pad_token_id=pad,
-                temperature=temperature, top_p=top_p,
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=attention_mask.to(model.device),
+                generation_config=config,
+                **({"speculative": True} if speculative else {}),
             )
-            if stats is not None:
-                stats.add(batch_stats)
-        else:
-            with torch.inference_mode():
-                out = model.generate(
-                    input_ids=input_ids.to(model.device),
-                    attention_mask=attention_mask.to(model.device),
-                    generation_config=config,
-                )
+        if speculative and stats is not None:
+            stats.add(model.pop_speculative_stats())
         new_tokens = out[:, width:].tolist()  # (len(batch) * num_samples, T), samples of one prompt adjacent
         for row, i in enumerate(batch):
             results[i] = [

@@ -35,7 +35,7 @@ from data_tools import load_prompts, read_source
 from posttrain.files import read_jsonl, write_atomic
 from posttrain.generation import own_completions
 from posttrain.model.acceptance import acceptance_on_rows, tokenize_conversations
-from posttrain.model.speculative import mtp_layers
+from posttrain.model.mtp import mtp_layers
 from posttrain.training import ModelArguments, SFTTrainer, build_model_and_tokenizer, finish, train
 
 SAMPLES_FILE = "samples.jsonl"

@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from posttrain.model.speculative import mtp_forward, mtp_layers
+from posttrain.model.mtp import mtp_layers
+from posttrain.model.speculative import draft_step, main_pass
 
 
 @dataclass
@@ -90,7 +91,7 @@ class AcceptanceResult:
         }
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def draft_checks(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -110,12 +111,12 @@ def draft_checks(
         raise ValueError(f"depths must be in 1..{len(layers)} (the model's MTP depths), got {depths}")
     real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     positions = (real.long().cumsum(-1) - 1).clamp(min=0)
-    hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).last_hidden_state
-    greedy = model.lm_head(hidden).argmax(dim=-1)  # (B, T): greedy[i] predicts t_{i+1}
-    flags, chain, state, first = [], None, hidden, None
+    main = main_pass(model, input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+    greedy = main.logits.argmax(dim=-1)  # (B, T): greedy[i] predicts t_{i+1}
+    flags, chain, state, first = [], None, main.hidden, None
     for k, layer in enumerate(layers[:D], start=1):
         next_ids = torch.roll(input_ids, shifts=-k, dims=1)  # t_{i+k}
-        state, logits = mtp_forward(model, layer, state, next_ids, positions, attention_mask)
+        state, logits = draft_step(model, layer, state, next_ids, positions, main.mask, main.rotary)
         draft = logits.argmax(dim=-1)  # (B, T): drafts of t_{i+k+1}
         ok = draft == torch.roll(greedy, shifts=-k, dims=1)  # checked by the greedy token at position i+k
         chain = ok if chain is None else chain & ok

@@ -33,7 +33,6 @@ from posttrain.model.io import add_mtp_copies
 from posttrain.model.lora import add_adapter_extras
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM
 from posttrain.model.router_stats import RouterLoads, max_violation
-from posttrain.model.speculative import SpeculativeStats
 from posttrain.trainer_metrics import LogsCallbackMetrics, MetricsCallback
 
 _LOSSES = ("mtp_loss", "seq_balance_loss")
@@ -111,10 +110,9 @@ class MoETrainingCallback(MetricsCallback):
             total, count = self._losses[2 * i], self._losses[2 * i + 1]
             if count > 0:
                 out[name] = (total / count).item()
-        spec = self.core.speculative_stats if self.core is not None else None
+        spec = self.core.pop_speculative_stats() if self.core is not None else None
         if spec is not None and spec.drafts:  # rollouts drafted since the last log
             out["mtp/acceptance"] = spec.acceptance
-            self.core.speculative_stats = SpeculativeStats()
         self._reset()
         return out
 

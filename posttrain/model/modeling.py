@@ -21,7 +21,9 @@ size under DDP, like Trainer's own token averaging).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import GenerationConfig
@@ -30,10 +32,31 @@ from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3ForCausalLM, DeepseekV3MoE
 
 from posttrain.model.balance import batch_balance_loss
-from posttrain.model.mtp import MtpLayer, mtp_loss
-from posttrain.model.speculative import SpeculativeStats, speculative_generate
+from posttrain.model.mtp import MtpLayer, mtp_layers, mtp_loss
+from posttrain.model.speculative import SpeculativeStats, forwards_in_lockstep, speculative_generate
 from posttrain.touchpoints import allow_experts_implementation, drop_redundant_packed_mask, to_fused
 
+# GenerationConfig fields speculative decoding reproduces, each with the values it covers given do_sample; a call
+# that sets any other field (one a newer transformers adds included) goes to transformers' `generate`.
+SPECULATIVE_OPTIONS: dict[str, Callable[[Any, bool], bool]] = {
+    "max_new_tokens": lambda v, sampled: True,
+    "do_sample": lambda v, sampled: True,
+    "temperature": lambda v, sampled: True,
+    "top_p": lambda v, sampled: True,
+    "top_k": lambda v, sampled: not sampled or v == 0,  # 0: no top-k cut
+    "num_beams": lambda v, sampled: v == 1,
+    "num_return_sequences": lambda v, sampled: True,  # rows repeated, as generate does
+    "repetition_penalty": lambda v, sampled: v == 1.0,
+    "pad_token_id": lambda v, sampled: True,
+    "bos_token_id": lambda v, sampled: True,
+    "eos_token_id": lambda v, sampled: True,
+    "use_cache": lambda v, sampled: True,
+    "disable_compile": lambda v, sampled: True,
+    "_from_model_config": lambda v, sampled: True,
+    "transformers_version": lambda v, sampled: True,
+    **{f"output_{k}": (lambda v, sampled: not v) for k in ("attentions", "hidden_states", "scores", "logits")},
+    "return_dict_in_generate": lambda v, sampled: not v,
+}
 MTP_LOSS_WEIGHT = 0.1  # lambda: the report uses 0.3 for the first 10T tokens, 0.1 for the rest
 SEQ_BALANCE_ALPHA = 0.0  # alpha: "extremely small" in the report (0.0001); off by default
 
@@ -182,41 +205,62 @@ class DeepseekV3MTPForCausalLM(DeepseekV3ForCausalLM):
         return DeepseekV3MTPOutput(**fields)
 
     def generate(self, inputs: torch.Tensor | None = None, generation_config: GenerationConfig | None = None,
-                 **kwargs):
-        """transformers' `generate`, or MTP self-speculative decoding when `speculative_generation` is set and the
-        call is one it covers: `input_ids` + `attention_mask`, greedy or temperature / top-p sampling, one
-        sequence per prompt, no cache or extra logits processing (how TRL's GRPOTrainer samples its rollouts).
-        Greedy output is the same tokens, sampled output the same distribution; acceptance counts accumulate in
-        `speculative_stats`. Any other call goes to transformers unchanged.
+                 speculative: bool | None = None, **kwargs):
+        """transformers' `generate`, or MTP self-speculative decoding (`speculative_generate`): the one place that
+        chooses between them.
+
+        `speculative` True drafts with MTP and refuses a call it does not cover; None (what TRL's GRPOTrainer
+        passes) drafts when `speculative_generation` is set and the call is covered, else hands it to transformers
+        unchanged. Covered: `input_ids` + `attention_mask`, greedy or temperature / top-p sampling, any
+        `num_return_sequences`, and no option outside `SPECULATIVE_OPTIONS` (an option added to transformers is
+        not covered until listed). Greedy output is the same tokens, sampled output the same distribution;
+        acceptance counts accumulate in `speculative_stats`.
         """
-        plan = self._speculative_plan(inputs, generation_config, kwargs) if self.speculative_generation else None
+        wanted = self.speculative_generation if speculative is None else speculative
+        plan = self._speculative_plan(inputs, generation_config, kwargs) if wanted else None
+        if isinstance(plan, str):
+            if speculative:
+                raise ValueError(f"speculative decoding does not cover this generate call: {plan}")
+            plan = None
         if plan is None:
             return super().generate(inputs, generation_config=generation_config, **kwargs)
         out, stats = speculative_generate(self, **plan)
         self.speculative_stats.add(stats)
         return out
 
-    def _speculative_plan(self, inputs, generation_config, kwargs) -> dict | None:
-        """`speculative_generate`'s arguments for a `generate` call it reproduces exactly, else None."""
+    def _speculative_plan(self, inputs, generation_config, kwargs) -> dict | str:
+        """`speculative_generate`'s arguments for a `generate` call it reproduces exactly, else why not."""
         ids = kwargs.get("input_ids", inputs)
         mask = kwargs.get("attention_mask")
-        if ids is None or mask is None or self.config.num_nextn_predict_layers in (None, 0):
-            return None
-        extra = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask")}
+        if ids is None or mask is None:
+            return "it needs input_ids and attention_mask"
+        if not mtp_layers(self):
+            return "the model has no MTP module (num_nextn_predict_layers = 0)"
+        extra = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask", "synced_gpus")}
         config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
         unknown = config.update(**extra)
+        if unknown:
+            return f"unsupported arguments {sorted(unknown)}"
         sampled = bool(config.do_sample)
-        plain = ((config.num_beams or 1) == 1 and (config.num_return_sequences or 1) == 1
-                 and config.max_new_tokens is not None
-                 and config.repetition_penalty in (None, 1.0) and not config.no_repeat_ngram_size
-                 and config.bad_words_ids is None and config.suppress_tokens is None
-                 and not (sampled and (config.top_k or config.min_p is not None)))
-        if unknown or not plain or config.eos_token_id is None:
-            return None
+        for name, value in config.to_dict().items():
+            covers = SPECULATIVE_OPTIONS.get(name)
+            if value is not None and (covers is None or not covers(value, sampled)):
+                return f"{name}={value!r}"
+        if config.max_new_tokens is None or config.eos_token_id is None:
+            return "it needs max_new_tokens and eos_token_id"
         eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
-        return dict(input_ids=ids, attention_mask=mask, max_new_tokens=config.max_new_tokens, eos_token_id=eos,
-                    pad_token_id=config.pad_token_id, temperature=(config.temperature or 1.0) if sampled else 0.0,
-                    top_p=config.top_p if sampled and config.top_p is not None else 1.0)
+        n = config.num_return_sequences or 1
+        synced = kwargs.get("synced_gpus")
+        return dict(input_ids=ids.repeat_interleave(n, dim=0), attention_mask=mask.repeat_interleave(n, dim=0),
+                    max_new_tokens=config.max_new_tokens, eos_token_id=eos, pad_token_id=config.pad_token_id,
+                    temperature=(config.temperature or 1.0) if sampled else 0.0,
+                    top_p=config.top_p if sampled and config.top_p is not None else 1.0,
+                    synced_gpus=forwards_in_lockstep(self) if synced is None else synced)
+
+    def pop_speculative_stats(self) -> SpeculativeStats:
+        """Draft counts of speculative `generate` calls since the last call; resets."""
+        stats, self.speculative_stats = self.speculative_stats, SpeculativeStats()
+        return stats
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """`nn.Module.load_state_dict` that also takes a saved checkpoint's released layout (per-expert keys, MTP

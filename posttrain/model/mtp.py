@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.cache_utils import Cache
 from transformers.masking_utils import create_causal_mask
 from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3DecoderLayer, DeepseekV3RMSNorm
@@ -36,7 +37,9 @@ class SharedHead(nn.Module):
 
 
 class MtpLayer(DeepseekV3DecoderLayer):
-    """One MTP depth: a full decoder block (attention + MoE/MLP) with the eq. (21) input projection in front."""
+    """One MTP depth: a full decoder block (attention + MoE/MLP) with the eq. (21) input projection in front and
+    the eq. (23) norm behind. Its `forward` is the one place the depth runs (the MTP loss, speculative drafting and
+    acceptance all call the module), so hooks on it, such as FSDP2's parameter gathering, always fire."""
 
     def __init__(self, config: DeepseekV3Config, layer_idx: int) -> None:
         super().__init__(config, layer_idx)
@@ -45,9 +48,32 @@ class MtpLayer(DeepseekV3DecoderLayer):
         self.eh_proj = nn.Linear(2 * config.hidden_size, config.hidden_size, bias=False)
         self.shared_head = SharedHead(config)
 
-    def project(self, embeds: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """Eq. (21): (B, T, D) embeddings of t_{i+k} and (B, T, D) states h^{k-1}_i -> (B, T, D)."""
-        return self.eh_proj(torch.cat([self.enorm(embeds), self.hnorm(hidden)], dim=-1))
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        next_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = False,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eqs. (21)-(23): (B, T, D) states h^{k-1} and (B, T, D) embeddings of t_{i+k} -> ((B, T, D) h^k, the
+        pre-norm output the next depth reads, and (B, T, D) its shared-head norm, what the main `lm_head` projects).
+
+        The other arguments are the decoder block's (the 4-D causal mask, rotary (cos, sin), the depth's own KV
+        cache at this layer's index).
+        """
+        x = self.eh_proj(torch.cat([self.enorm(next_embeds), self.hnorm(hidden_states)], dim=-1))  # (21)
+        # Positional: the block's cache argument is `past_key_values` before transformers 5.24, `cache` after.
+        out = super().forward(x, attention_mask, position_ids, cache, use_cache, position_embeddings, **kwargs)  # (22)
+        return out, self.shared_head.norm(out)  # (23) up to the main model's lm_head
+
+
+def mtp_layers(model: nn.Module) -> list[MtpLayer]:
+    """The MTP modules of a `DeepseekV3ForCausalLM`-shaped model (depth 1 first); empty when it has none."""
+    return list(model.model.layers[model.config.num_hidden_layers :])
 
 
 def segment_ids(shape: tuple[int, int], position_ids: torch.Tensor | None, device: torch.device) -> torch.Tensor:
@@ -109,10 +135,11 @@ def mtp_loss(
         position_ids=position_ids,
     )
     losses = []
-    for k, layer in enumerate(backbone.layers[config.num_hidden_layers :], start=1):
+    for k, layer in enumerate(mtp_layers(model), start=1):
         embeds = backbone.embed_tokens(torch.roll(input_ids, shifts=-k, dims=1))  # (B, T, D): Emb(t_{i+k})
-        hidden = layer(  # eq. (22); pre-norm output, the next depth's h^{k-1} (as vLLM chains depths)
-            layer.project(embeds, hidden),
+        hidden, head_in = layer(  # the pre-norm output is the next depth's h^{k-1} (as vLLM chains depths)
+            hidden,
+            embeds,
             attention_mask=causal_mask,
             position_ids=position_ids,
             position_embeddings=position_embeddings,
@@ -120,6 +147,6 @@ def mtp_loss(
         )
         targets = mtp_targets(labels, segments, attention_mask, k)
         keep = targets != -100  # project only the scored positions: no (B, T, V) logits
-        logits = model.lm_head(layer.shared_head.norm(hidden[keep]))  # eq. (23), (N, V)
+        logits = model.lm_head(head_in[keep])  # eq. (23), (N, V)
         losses.append(F.cross_entropy(logits.float(), targets[keep], reduction="sum") / keep.sum().clamp(min=1))
     return torch.stack(losses).mean()

@@ -25,6 +25,10 @@ Guarantees, and what is tested (tests/posttrain/test_speculative.py):
   differs, so samples are not the same tokens.
 Only the depth-1 module drafts (one draft token per step, also when the model has more depths).
 
+Every forward is a module call (the main model's, the MTP layer's), so hooks on them fire; under FSDP2 the
+drafting step, which uses the main model's embedding and head outside its forward, first gathers the root's own
+parameters (`FSDPModule.unshard`; a no-op when they are gathered already).
+
 >>> import torch
 >>> from posttrain.model import load_model
 >>> model = load_model("tiny").eval()
@@ -36,16 +40,19 @@ Only the depth-1 module drafts (one draft token per step, also when the model ha
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 from transformers.cache_utils import DynamicCache
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
-from transformers.masking_utils import create_causal_mask
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
+from posttrain.model.mtp import MtpLayer, mtp_layers
 from posttrain.touchpoints import CACHE_KWARG
 
 
@@ -74,61 +81,63 @@ class SpeculativeStats:
         self.tokens += other.tokens
 
 
-def mtp_layers(model: nn.Module) -> list[nn.Module]:
-    """The model's MTP modules (depth 1 first); empty when it has none."""
-    return list(model.model.layers[model.config.num_hidden_layers :])
+@dataclass
+class MainPass:
+    """One forward of the main model: (B, T, V) logits (or the last `logits_to_keep`), (B, T, D) final-norm states,
+    and the 4-D causal mask and rotary (cos, sin) its layers got, which an MTP depth over the same slots reuses."""
+
+    logits: torch.Tensor
+    hidden: torch.Tensor
+    mask: torch.Tensor | None
+    rotary: tuple[torch.Tensor, torch.Tensor]
 
 
-def mtp_forward(
+def main_pass(model: nn.Module, **kwargs) -> MainPass:
+    """Run the main model through its own `__call__` (so FSDP2's root gathers its parameters) with `kwargs`."""
+    seen: dict = {}
+
+    def grab_inputs(module, args, kw):
+        seen["mask"], seen["rotary"] = kw.get("attention_mask"), kw.get("position_embeddings")
+
+    def grab_output(module, args, output):
+        seen["hidden"] = output.last_hidden_state
+
+    handles = [model.model.layers[0].register_forward_pre_hook(grab_inputs, with_kwargs=True),
+               model.model.register_forward_hook(grab_output)]
+    try:
+        logits = model(**kwargs).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    return MainPass(logits, seen["hidden"], seen["mask"], seen["rotary"])
+
+
+def draft_step(
     model: nn.Module,
-    layer: nn.Module,
+    layer: MtpLayer,
     hidden: torch.Tensor,
     next_ids: torch.Tensor,
     position_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    rotary: tuple[torch.Tensor, torch.Tensor],
     cache: DynamicCache | None = None,
     keep: torch.Tensor | None = None,
-    shared: tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One MTP depth, eqs. (21)-(23): (B, T, D) states and (B, T) ids of the next tokens -> (states, (B, T, V) logits).
+    """One MTP depth over (B, T) slots: (B, T, D) states and (B, T) ids of the next tokens -> ((B, T, D) states,
+    (B, T, V) draft logits), or logits of the (B,) slot `keep` of each row only ((B, 1, V)).
 
-    `hidden` is the main model's final-norm output (depth 1) or the previous depth's output; `next_ids[:, i]` is
-    the token after position i (t_{i+k} at depth k). `attention_mask` is the (B, cache + T) 2-D mask; with `cache`
-    the layer appends its keys there (at its own layer index) and attends to the cached ones. With `keep` (B,) only
-    that slot of each row goes on past attention (MoE/MLP and head; states and logits (B, 1, .)): drafting needs
-    the keys of every new slot but the output of one, and on a CPU the routed experts of the others cost as much
-    as the rest of the block. This is `DeepseekV3DecoderLayer.forward` split after attention. `shared` is the
-    (4-D mask, rotary (cos, sin)) pair the main model just built for the same slots, to reuse instead of rebuilding.
+    `hidden` is the main model's final-norm output (depth 1) or the previous depth's output; `next_ids[:, i]` is the
+    token after position i (t_{i+k} at depth k). `mask` and `rotary` are the main model's for the same slots
+    (`MainPass`); with `cache` the layer appends its keys there (at its own layer index) and attends to the cached
+    ones. The depth itself is the layer's `forward` (eqs. 21-23); embedding and head are the main model's.
     """
-    backbone = model.model
-    x = layer.project(backbone.embed_tokens(next_ids), hidden)
-    if shared is not None:
-        mask, rotary = shared
-    else:
-        idx = layer.self_attn.layer_idx
-        seen = cache is not None and len(cache.layers) > idx and cache.get_seq_length(idx) > 0
-        mask = create_causal_mask(
-            config=model.config,
-            inputs_embeds=x,
-            attention_mask=attention_mask,
-            **{CACHE_KWARG: cache if seen else None},
-            position_ids=position_ids,
-            layer_idx=idx if seen else None,
-        )
-        rotary = backbone.rotary_emb(x, position_ids)
-    attn_out, _ = layer.self_attn(
-        hidden_states=layer.input_layernorm(x),
-        attention_mask=mask,
-        position_ids=position_ids,
-        **{CACHE_KWARG: cache},
-        use_cache=cache is not None,
-        position_embeddings=rotary,
-    )
-    out = x + attn_out
+    if isinstance(model, FSDPModule):  # embedding and head outside the root's forward: keep them gathered
+        model.unshard()
+    state, head_in = layer(hidden, model.model.embed_tokens(next_ids), attention_mask=mask, position_ids=position_ids,
+                           cache=cache, use_cache=cache is not None, position_embeddings=rotary)
     if keep is not None:
-        out = out[torch.arange(out.shape[0], device=out.device), keep].unsqueeze(1)  # (B, 1, D)
-    out = out + layer.mlp(layer.post_attention_layernorm(out))
-    return out, model.lm_head(layer.shared_head.norm(out))
+        head_in = head_in[torch.arange(head_in.shape[0], device=head_in.device), keep].unsqueeze(1)  # (B, 1, D)
+    return state, model.lm_head(head_in)
 
 
 def warp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
@@ -169,28 +178,31 @@ def accept_drafts(
     return accepted, fix
 
 
+def forwards_in_lockstep(model: nn.Module) -> bool:
+    """True when every rank must run the same forwards: parameters sharded across ranks (FSDP2 units, DTensor
+    parameters of expert or tensor parallelism, DeepSpeed ZeRO-3), more than one rank. transformers' `synced_gpus`
+    test misses FSDP2 applied by `fully_shard` directly (accelerate's plugin does that)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return False
+    return (is_deepspeed_zero3_enabled() or any(isinstance(m, FSDPModule) for m in model.modules())
+            or any(isinstance(p, DTensor) for p in model.parameters()))
+
+
+def _all_done(done: torch.Tensor, synced: bool) -> bool:
+    if not synced:
+        return bool(done.all())
+    unfinished = torch.tensor(float(not done.all()), device=done.device)
+    dist.all_reduce(unfinished)
+    return unfinished.item() == 0
+
+
 def _pick(probs_or_logits: torch.Tensor, sampled: bool, generator: torch.Generator | None) -> torch.Tensor:
     if sampled:
         return torch.multinomial(probs_or_logits, 1, generator=generator).squeeze(-1)
     return probs_or_logits.argmax(dim=-1)
 
 
-@contextmanager
-def _main_layer_inputs(model: nn.Module) -> Iterator[dict]:
-    """A dict that holds the 4-D mask and rotary (cos, sin) the main model's first layer got in its latest forward."""
-    seen: dict = {}
-
-    def grab(module, args, kwargs):
-        seen["mask"], seen["rotary"] = kwargs.get("attention_mask"), kwargs.get("position_embeddings")
-
-    handle = model.model.layers[0].register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        yield seen
-    finally:
-        handle.remove()
-
-
-@torch.inference_mode()
+@torch.no_grad()  # as transformers' `generate`
 def speculative_generate(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -202,12 +214,15 @@ def speculative_generate(
     temperature: float = 0.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    synced_gpus: bool = False,
 ) -> tuple[torch.Tensor, SpeculativeStats]:
     """Decode a left-padded (B, W) batch with MTP drafts: -> ((B, W + new) ids, stats), like `model.generate`'s
     output (rows that stop early are padded with `pad_token_id` after their end token).
 
     Greedy when `temperature` is 0, else sampled at `temperature` with nucleus `top_p`; for several samples per
-    prompt repeat the rows (as `generate`'s `num_return_sequences` does).
+    prompt repeat the rows (as `generate`'s `num_return_sequences` does). With `synced_gpus` (parameters sharded
+    across ranks, `forwards_in_lockstep`) a rank whose rows are done keeps stepping until every rank is, as
+    transformers' `generate` does: each forward gathers parameters with the other ranks.
     """
     layers = mtp_layers(model)
     if not layers:
@@ -223,70 +238,65 @@ def speculative_generate(
     stats = SpeculativeStats()
     rows = torch.arange(B, device=device)
 
-    with _main_layer_inputs(model) as step:
-        # Prefill: the main model over the prompts, the first token, then MTP over the same slots -> first drafts.
-        attn = attention_mask.to(device=device, dtype=torch.long)
-        positions = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 1)
-        cache, mtp_cache = DynamicCache(config=model.config), DynamicCache()
-        hidden = model.model(input_ids=input_ids, attention_mask=attn, position_ids=positions, **{CACHE_KWARG: cache},
-                             use_cache=True).last_hidden_state
-        first = _pick(probs(model.lm_head(hidden[:, -1:]).squeeze(1)), sampled, generator)
-        next_ids = torch.cat([input_ids[:, 1:], first[:, None]], dim=1)
-        _, draft_logits = mtp_forward(model, mtp, hidden, next_ids, positions, attn, mtp_cache,
-                                      keep=torch.full((B,), W - 1, device=device))
+    # Prefill: the main model over the prompts, the first token, then MTP over the same slots -> first drafts.
+    attn = attention_mask.to(device=device, dtype=torch.long)
+    positions = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 1)
+    cache, mtp_cache = DynamicCache(config=model.config), DynamicCache()
+    main = main_pass(model, input_ids=input_ids, attention_mask=attn, position_ids=positions, **{CACHE_KWARG: cache},
+                     use_cache=True, logits_to_keep=1)
+    first = _pick(probs(main.logits[:, -1]), sampled, generator)
+    next_ids = torch.cat([input_ids[:, 1:], first[:, None]], dim=1)
+    _, draft_logits = draft_step(model, mtp, main.hidden, next_ids, positions, main.mask, main.rotary, mtp_cache,
+                                 keep=torch.full((B,), W - 1, device=device))
+    q = probs(draft_logits[:, 0])
+    draft = _pick(q, sampled, generator)
+
+    generated = [[t] for t in first.tolist()]
+    done = torch.isin(first, stop)
+    stats.tokens += B
+    pending = first
+    n_real = attn.sum(dim=1)  # real slots in the cache per row: the position id of `pending`
+    done |= max_new_tokens <= 1
+    while not _all_done(done, synced_gpus):
+        active = ~done
+        step_ids = torch.stack([pending, draft], dim=1)  # (B, 2)
+        step_pos = n_real[:, None] + torch.arange(2, device=device)
+        attn = torch.cat([attn, torch.ones(B, 2, dtype=attn.dtype, device=device)], dim=1)
+        main = main_pass(model, input_ids=step_ids, attention_mask=attn, position_ids=step_pos, **{CACHE_KWARG: cache},
+                         use_cache=True)
+        p = probs(main.logits)  # (B, 2, V)
+        accepted, fix = accept_drafts(draft, q if sampled else None, p[:, 0], generator)
+        bonus = _pick(p[:, 1], sampled, generator)
+        committed = torch.where(accepted, draft, fix)  # the token after `pending`
+        pending = torch.where(accepted, bonus, fix)
+
+        c_list, b_list, a_list, stop_set = committed.tolist(), bonus.tolist(), accepted.tolist(), set(stop.tolist())
+        for r in rows[active].tolist():  # commit: one or two tokens, up to an end token or the length limit
+            for t in [c_list[r], b_list[r]] if a_list[r] else [c_list[r]]:
+                if len(generated[r]) < max_new_tokens:
+                    generated[r].append(t)
+                    if t in stop_set:
+                        break
+            if generated[r][-1] in stop_set or len(generated[r]) >= max_new_tokens:
+                done[r] = True
+        stats.steps += int(active.sum())
+        stats.drafts += int(active.sum())
+        stats.accepted += int((accepted & active).sum())
+
+        attn[:, -1] = accepted.long()  # a rejected draft's slot stays in the cache, masked out
+        mtp_ids = torch.stack([committed, bonus], dim=1)  # the token after each slot (garbage where rejected)
+        hidden, mask, rotary = main.hidden, main.mask, main.rotary  # the main step's mask and rotary fit the MTP slots
+        if not accepted.any():  # nobody kept the draft slot: drop it from both caches
+            cache.crop(-1)
+            attn, hidden, step_pos, mtp_ids = attn[:, :-1], hidden[:, :1], step_pos[:, :1], mtp_ids[:, :1]
+            mask, rotary = (None if mask is None else mask[:, :, :1, :-1]), tuple(t[:, :1] for t in rotary)
+        n_real = n_real + 1 + accepted.long()
+        if _all_done(done, synced_gpus):
+            break
+        last = accepted.long() if mtp_ids.shape[1] == 2 else torch.zeros_like(accepted, dtype=torch.long)
+        _, draft_logits = draft_step(model, mtp, hidden, mtp_ids, step_pos, mask, rotary, mtp_cache, keep=last)
         q = probs(draft_logits[:, 0])
         draft = _pick(q, sampled, generator)
-
-        generated = [[t] for t in first.tolist()]
-        done = torch.isin(first, stop)
-        stats.tokens += B
-        pending = first
-        n_real = attn.sum(dim=1)  # real slots in the cache per row: the position id of `pending`
-        done |= max_new_tokens <= 1
-        while not done.all():
-            active = ~done
-            step_ids = torch.stack([pending, draft], dim=1)  # (B, 2)
-            step_pos = n_real[:, None] + torch.arange(2, device=device)
-            attn = torch.cat([attn, torch.ones(B, 2, dtype=attn.dtype, device=device)], dim=1)
-            hidden = model.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, **{CACHE_KWARG: cache},
-                                 use_cache=True).last_hidden_state  # (B, 2, D)
-            p = probs(model.lm_head(hidden))  # (B, 2, V)
-            accepted, fix = accept_drafts(draft, q if sampled else None, p[:, 0], generator)
-            bonus = _pick(p[:, 1], sampled, generator)
-            committed = torch.where(accepted, draft, fix)  # the token after `pending`
-            pending = torch.where(accepted, bonus, fix)
-
-            c_list, b_list, a_list, stop_set = committed.tolist(), bonus.tolist(), accepted.tolist(), set(stop.tolist())
-            for r in rows[active].tolist():  # commit: one or two tokens, up to an end token or the length limit
-                for t in [c_list[r], b_list[r]] if a_list[r] else [c_list[r]]:
-                    if len(generated[r]) < max_new_tokens:
-                        generated[r].append(t)
-                        if t in stop_set:
-                            break
-                if generated[r][-1] in stop_set or len(generated[r]) >= max_new_tokens:
-                    done[r] = True
-            stats.steps += int(active.sum())
-            stats.drafts += int(active.sum())
-            stats.accepted += int((accepted & active).sum())
-
-            attn[:, -1] = accepted.long()  # a rejected draft's slot stays in the cache, masked out
-            mtp_ids = torch.stack([committed, bonus], dim=1)  # the token after each slot (garbage where rejected)
-            if not accepted.any():  # nobody kept the draft slot: drop it from both caches
-                cache.crop(-1)
-                attn, hidden, step_pos, mtp_ids = attn[:, :-1], hidden[:, :1], step_pos[:, :1], mtp_ids[:, :1]
-            n_real = n_real + 1 + accepted.long()
-            if done.all():
-                break
-            last = accepted.long() if mtp_ids.shape[1] == 2 else torch.zeros_like(accepted, dtype=torch.long)
-            shared = None
-            if step.get("mask") is not None:  # the main step's mask and rotary serve the same slots (cropped alike)
-                n = mtp_ids.shape[1]
-                mask = step["mask"] if n == 2 else step["mask"][:, :, :1, :-1]
-                shared = mask, tuple(t[:, :n] for t in step["rotary"])
-            _, draft_logits = mtp_forward(model, mtp, hidden, mtp_ids, step_pos, attn, mtp_cache, keep=last,
-                                          shared=shared)
-            q = probs(draft_logits[:, 0])
-            draft = _pick(q, sampled, generator)
 
     stats.tokens += sum(len(g) for g in generated) - B
     width = max(len(g) for g in generated)

@@ -138,3 +138,23 @@ def test_sampled_output_follows_generate_distribution():
         table = torch.stack([torch.cat([a[keep], a[~keep].sum()[None]]), torch.cat([b[keep], b[~keep].sum()[None]])])
         table = table[:, table.sum(0) > 0]
         assert chi2_contingency(table.numpy()).pvalue > 1e-3, (j, table)
+
+
+def test_only_listed_generation_options_take_the_speculative_path():
+    """An option outside the allow-list (here a logits-processing one, and one speculative decoding has no notion of)
+    goes to transformers when the switch is on, and is refused when speculative decoding is asked for explicitly."""
+    torch.manual_seed(0)
+    model = load_model("tiny").eval()
+    ids, attn = left_pad(PROMPTS[:2])
+    model.speculative_generation = True
+    for option in ({"no_repeat_ngram_size": 2}, {"min_new_tokens": 3}, {"do_sample": True, "min_p": 0.1}):
+        plain(model, ids, attn, 8, **option)
+        assert model.speculative_stats.drafts == 0, option
+        with pytest.raises(ValueError, match="does not cover"):
+            config = GenerationConfig(max_new_tokens=8, pad_token_id=2, eos_token_id=[3], **option)
+            model.generate(input_ids=ids, attention_mask=attn, generation_config=config, speculative=True)
+    model.speculative_generation = False
+    config = GenerationConfig(max_new_tokens=8, pad_token_id=2, eos_token_id=[3], do_sample=True, top_k=0,
+                              num_return_sequences=3)
+    out = model.generate(input_ids=ids, attention_mask=attn, generation_config=config, speculative=True)
+    assert out.shape[0] == 6 and model.pop_speculative_stats().drafts > 0
