@@ -33,6 +33,7 @@ from posttrain.model import (
     save_model,
 )
 from posttrain.model.lora import EXPERT_PARAMETERS, MLA_MODULES, MLP_MODULES
+from posttrain.model.distributed import distributed_config, sharded_at_load
 from posttrain.packing import use_row_packing
 from posttrain.touchpoints import AlreadyTrained, StopWhenTrained
 from posttrain.trainer_metrics import LogsCallbackMetrics
@@ -83,6 +84,17 @@ class ModelArguments(ModelConfig):
                   "processes), or unset to keep the launcher's OMP_NUM_THREADS (`accelerate launch` sets 1 unless "
                   "given --num_cpu_threads_per_process or --cpu)."},
     )
+    ep_size: int = field(
+        default=1,
+        metadata={"help": "Expert parallelism: split each layer's routed experts (MTP's too) over this many processes, "
+                  "with transformers' DistributedConfig and the model's own EP plan; launch with torchrun. The "
+                  "Trainer then needs save_only_model (no resume); see docs/model.md."},
+    )
+    fsdp_size: int | None = field(
+        default=None,
+        metadata={"help": "With --ep_size: FSDP2-shard the model over this many processes at load (default: all of "
+                  "them; must equal the number of processes and be a multiple of ep_size)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -118,7 +130,8 @@ def build_model_and_tokenizer(args: ModelArguments, seed: int | None = None):
     overrides = {"seq_balance_alpha": args.seq_balance_alpha}
     if args.mtp_loss_weight is not None:
         overrides["mtp_loss_weight"] = args.mtp_loss_weight
-    model = load_model(args.model_name_or_path, dtype=getattr(torch, args.dtype), **overrides)
+    sharding = distributed_config(args.ep_size, args.fsdp_size)
+    model = load_model(args.model_name_or_path, dtype=getattr(torch, args.dtype), distributed=sharding, **overrides)
     tokenizer = load_tokenizer(args.model_name_or_path)
     model.speculative_generation = args.speculative_generation
     # Random init from a preset: the special tokens must match the offline tokenizer's.
@@ -353,6 +366,8 @@ def save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, output_dir:
     acc = trainer.accelerator
     acc.wait_for_everyone()
     check_router_biases_agree(trainer)
+    if sharded_at_load(acc.unwrap_model(trainer.model)):  # expert parallel: save_model gathers on every process
+        return save_model(acc.unwrap_model(trainer.model), tokenizer, Path(output_dir) / FINAL_DIR, extra_files)
     state_dict = gathered_state_dict(trainer)
     final = None
     if acc.is_main_process:

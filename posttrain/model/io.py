@@ -26,6 +26,13 @@ from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
 )
 
 from posttrain.files import replacing, replacing_dir, write_atomic
+from posttrain.model.distributed import (
+    DistributedConfig,
+    check_experts_split,
+    distribute,
+    gather_state_dict,
+    sharded_at_load,
+)
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM
 from posttrain.model.presets import PRESETS
 from posttrain.tokenizer import build_tokenizer
@@ -77,19 +84,24 @@ def load_config(source: str | os.PathLike, **overrides: Any) -> DeepseekV3Config
 
 
 def load_model(
-    source: str | os.PathLike, *, dtype: torch.dtype | None = None, **overrides: Any
+    source: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    distributed: DistributedConfig | None = None,
+    **overrides: Any,
 ) -> DeepseekV3MTPForCausalLM:
     """Our model from a preset (random init), a `config.json` (random init) or a checkpoint dir (weights, MTP too).
 
     `overrides` are config fields, e.g. `mtp_loss_weight=0.3` (0 freezes MTP), `seq_balance_alpha=1e-4`,
-    `num_nextn_predict_layers=0` (no MTP module at all).
+    `num_nextn_predict_layers=0` (no MTP module at all). `distributed` (`posttrain.model.distributed`) shards the
+    model over the processes at load: expert parallelism, FSDP2.
 
     >>> model = load_model("tiny", mtp_loss_weight=0.3)
     >>> model.mtp_loss_weight
     0.3
     """
     config = load_config(source, **overrides)
-    model = _build(DeepseekV3MTPForCausalLM, source, config, dtype)
+    model = _build(DeepseekV3MTPForCausalLM, source, config, dtype, distributed)
     model.freeze_idle_mtp()
     return model
 
@@ -114,18 +126,22 @@ def load_tokenizer(source: str | os.PathLike | None) -> PreTrainedTokenizerBase:
 
 
 def _build(cls: type[PreTrainedModel], source: str | os.PathLike, config: DeepseekV3Config,
-           dtype: torch.dtype | None) -> PreTrainedModel:
-    """`cls` with the weights of a checkpoint dir, or randomly initialised from `config`."""
+           dtype: torch.dtype | None, distributed: DistributedConfig | None = None) -> PreTrainedModel:
+    """`cls` with the weights of a checkpoint dir, or randomly initialised from `config`; sharded over the
+    processes at load with `distributed`."""
     path = Path(source)
     if path.is_dir() and any(path.glob("*.safetensors")):
-        return cls.from_pretrained(path, config=config, dtype=dtype)
+        if distributed is None:
+            return cls.from_pretrained(path, config=config, dtype=dtype)
+        check_experts_split(config, distributed)
+        return cls.from_pretrained(path, config=config, dtype=dtype, distributed_config=distributed)
     model = cls(config)
     if dtype is not None:
         model.to(dtype)
         for router in model.modules():  # as from_pretrained does: the bias needs fp32 for gamma-sized steps
             if isinstance(router, DeepseekV3TopkRouter):
                 router.e_score_correction_bias = router.e_score_correction_bias.float()
-    return model
+    return model if distributed is None else distribute(model, distributed)
 
 
 def load_reward_model(
@@ -206,20 +222,41 @@ def add_mtp_copies(checkpoint: str | os.PathLike) -> bool:
     return True
 
 
+def _save_gathered(model, tokenizer: PreTrainedTokenizerBase | None, output_dir: str | os.PathLike,
+                   extra_files: dict[str, str] | None) -> Path | None:
+    state = gather_state_dict(model)
+    out = None
+    if torch.distributed.get_rank() == 0:
+        # Without its DistributedConfig the model writes the gathered tensors as given (with it, save_pretrained
+        # would gather again, a collective the other ranks are not in) and config.json stays a plain one.
+        sharding = model.config.distributed_config
+        del model.config.distributed_config
+        try:
+            out = save_model(model, tokenizer, output_dir, extra_files, state_dict=state)
+        finally:
+            model.config.distributed_config = sharding
+    torch.distributed.barrier()
+    return out
+
+
 def save_model(
     model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None, output_dir: str | os.PathLike,
     extra_files: dict[str, str] | None = None, state_dict: dict[str, torch.Tensor] | None = None,
-) -> Path:
+) -> Path | None:
     """Write an HF checkpoint (safetensors, config.json, tokenizer) atomically; PEFT adapters are merged first.
     `extra_files` (name -> text, e.g. evaluation results) are written into it in the same atomic step.
 
     `state_dict`: the whole model's weights gathered from a sharding engine (ZeRO-3, FSDP), where `model`'s own
     parameters are shards; it is written instead (LoRA: merged on a CPU copy of the model). The checkpoint is
     written to a temporary sibling directory and renamed into place, so `output_dir` is only ever absent, the
-    previous complete checkpoint, or the new complete one.
+    previous complete checkpoint, or the new complete one. A model sharded at load (`posttrain.model.distributed`,
+    expert parallelism) is gathered here: every rank calls this, rank 0 writes and returns the path, the others
+    return None once it is written.
 
     >>> out = save_model(load_model("tiny"), build_tokenizer(), tmp_path / "ckpt")  # doctest: +SKIP
     """
+    if sharded_at_load(model) and state_dict is None:
+        return _save_gathered(model, tokenizer, output_dir, extra_files)
     merged = _unwrap(model, state_dict)
     if merged is not model:  # adapters merged: the merged model's own weights are the ones to write
         model, state_dict = merged, None
