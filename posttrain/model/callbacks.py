@@ -1,7 +1,8 @@
 """Trainer glue: the `TrainerCallback`s for any HF/TRL trainer running a DeepSeek-V3-architecture model.
 
-`CheckpointFilesCallback` gives each saved `checkpoint-N` the released layout's MTP copies (`add_mtp_copies`), or,
-for a LoRA adapter, the router biases outside the adapters (`add_adapter_extras`).
+`CheckpointFilesCallback` gives each saved `checkpoint-N` the released layout's MTP copies (`add_mtp_copies`) and the
+released config keys (`write_released_keys`), or, for a LoRA adapter, the router biases outside the adapters
+(`add_adapter_extras`).
 After each optimizer step `MoETrainingCallback` pops the expert loads of the global batch (summed over
 gradient-accumulation micro-batches, all-reduced over data-parallel ranks), applies the auxiliary-loss-free bias
 update and keeps the router statistics; at each log it merges, averaged over the steps since the previous log:
@@ -31,6 +32,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from posttrain.model.balance import update_bias
 from posttrain.model.io import add_mtp_copies
 from posttrain.model.lora import add_adapter_extras
+from posttrain.model.released_config import write_released_keys
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM
 from posttrain.model.router_stats import RouterLoads, max_violation
 from posttrain.trainer_metrics import LogsCallbackMetrics, MetricsCallback
@@ -128,6 +130,7 @@ class CheckpointFilesCallback(TrainerCallback):
             checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             if not add_mtp_copies(checkpoint) and model is not None:
                 add_adapter_extras(checkpoint, model)
+            write_released_keys(checkpoint)  # a no-op for an adapter dir (no DeepSeek-V3 config.json)
 
 
 def training_callbacks(

@@ -35,6 +35,7 @@ from posttrain.model.distributed import (
 )
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM
 from posttrain.model.presets import PRESETS
+from posttrain.model.released_config import ARCHITECTURE, write_released_keys
 from posttrain.tokenizer import build_tokenizer
 
 MTP_COPIES_FILE = "model-mtp-shared.safetensors"
@@ -253,6 +254,8 @@ def save_model(
     expert parallelism) is gathered here: every rank calls this, rank 0 writes and returns the path, the others
     return None once it is written.
 
+    config.json carries the released DeepSeek-V3 keys serving engines read (`posttrain.model.released_config`).
+
     >>> out = save_model(load_model("tiny"), build_tokenizer(), tmp_path / "ckpt")  # doctest: +SKIP
     """
     if sharded_at_load(model) and state_dict is None:
@@ -268,10 +271,8 @@ def save_model(
             tokenizer.save_pretrained(tmp)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
-        config = json.loads((tmp / "config.json").read_text())
         # What AutoModel, vLLM and SGLang dispatch on: transformers' class name for ours, a head's own otherwise
-        # (a reward model is a DeepseekV3ForSequenceClassification).
+        # (a reward model is a DeepseekV3ForSequenceClassification); and the released keys engines read.
         own = type(model).__name__
-        config["architectures"] = ["DeepseekV3ForCausalLM" if isinstance(model, DeepseekV3MTPForCausalLM) else own]
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_released_keys(tmp, ARCHITECTURE if isinstance(model, DeepseekV3MTPForCausalLM) else own)
     return out
