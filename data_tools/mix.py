@@ -105,7 +105,7 @@ def build_mix(spec: MixSpec | str | Path, output: str | Path, on_error: str = "r
             logger.info("%s: %d rows processed after %.1f s", source.name, parts[-1].num_rows, time.time() - started)
         rows = concatenate_datasets(parts)
         selection = select_rows(rows.data, [p.num_rows for p in parts], targets, spec.max_tokens, spec.seed,
-                                hasher.bands if hasher else 0)
+                                exact=spec.dedupe.exact, near=hasher)
         logger.info("selection done after %.1f s", time.time() - started)
         mix = rows.select(selection.order)
         mix = mix.remove_columns([c for c in mix.column_names if c.startswith("_") or c == "prompt"]

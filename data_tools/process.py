@@ -197,6 +197,15 @@ class RowProcessor:
             self._tokenize(out, good, len(indices))
         return out
 
+    def failed(self, message: str) -> dict[str, list]:
+        """One row holding only an error (a whole file skipped), as a batch of the output schema; row number 0."""
+        out: dict[str, list] = {name: [[] if name == "messages" else None] for name in CANONICAL_FEATURES}
+        out |= {"_row": [0], "_status": [message]}
+        self._fingerprint(out, [], 1)
+        if self.tokenizer is not None:
+            self._tokenize(out, [], 1)
+        return out
+
     def _fingerprint(self, out: dict[str, list], good: list[int], size: int) -> None:
         out["_key"] = [0] * size
         out["_bands"] = [[] for _ in range(size)]

@@ -1,9 +1,11 @@
 """Decide which rows make the mix: drop bad, contaminated, too-long and duplicate rows, then sample each source to
-its target and shuffle, all on numpy columns (a few bytes per row), never on the rows themselves.
+its target and shuffle, all on numpy columns (a few bytes per row); of the rows themselves only the texts of
+near-duplicate candidates (rows sharing an LSH band key) are read, to check their similarity.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_tools.process import BLANK, OK
+from data_tools.text_hashes import NearDuplicateHasher, conversation_text, jaccard
 
 # Drop reasons, in the order they are checked; a row counts under the first that applies.
 REASONS = ("invalid", "contaminated", "too_long", "duplicate", "near_duplicate")
@@ -37,26 +40,42 @@ def first_occurrences(values: np.ndarray) -> np.ndarray:
     return first
 
 
-def near_duplicates(bands: np.ndarray) -> np.ndarray:
-    """True for rows sharing any LSH band key with an earlier row; `bands` is (rows, bands).
+def near_duplicates(bands: np.ndarray, threshold: float,
+                    shingle_sets: Callable[[np.ndarray], list[np.ndarray]]) -> np.ndarray:
+    """True for rows whose shingle sets have Jaccard similarity >= `threshold` with an earlier kept row that shares
+    an LSH band key with them. `bands` is (rows, bands); `shingle_sets(indices)` gives those rows' sets (sorted
+    unique arrays), asked only for rows that share a band key with another row.
 
-    >>> near_duplicates(np.array([[1, 2], [3, 2], [4, 5]])).tolist()
-    [False, True, False]
+    >>> sets = [np.arange(10), np.arange(1, 11), np.arange(5, 15), np.arange(20, 30)]
+    >>> near_duplicates(np.array([[1, 2], [1, 3], [4, 2], [5, 6]]), 0.8, lambda rows: [sets[i] for i in rows]).tolist()
+    [False, True, False, False]
     """
-    duplicate = np.zeros(len(bands), dtype=bool)
-    positions = np.arange(len(bands))
+    shared = np.zeros(len(bands), dtype=bool)
     for band in bands.T:
-        _, first, inverse = np.unique(band, return_index=True, return_inverse=True)
-        duplicate |= first[inverse.ravel()] != positions
+        _, inverse, counts = np.unique(band, return_inverse=True, return_counts=True)
+        shared |= counts[inverse.ravel()] > 1
+    rows = np.flatnonzero(shared)
+    sets = dict(zip(rows.tolist(), shingle_sets(rows), strict=True))
+    kept_in: list[dict[int, list[int]]] = [{} for _ in range(bands.shape[1])]  # band key -> kept rows, per band
+    duplicate = np.zeros(len(bands), dtype=bool)
+    for i in rows.tolist():
+        keys = bands[i].tolist()
+        earlier = {j for band, key in enumerate(keys) for j in kept_in[band].get(key, ())}
+        if any(jaccard(sets[i], sets[j]) >= threshold for j in earlier):
+            duplicate[i] = True
+            continue
+        for band, key in enumerate(keys):
+            kept_in[band].setdefault(key, []).append(i)
     return duplicate
 
 
 def select_rows(
     table: pa.Table, source_lengths: list[int], targets: list[int | None], max_tokens: int | None, seed: int,
-    num_bands: int,
+    exact: bool = True, near: NearDuplicateHasher | None = None,
 ) -> Selection:
     """Choose the mix's rows from the processed rows' internal columns (`_status`, `_eval`, `_key`, `_bands`,
-    `num_tokens`); sources are consecutive in `table`, `source_lengths` long each."""
+    `num_tokens`); sources are consecutive in `table`, `source_lengths` long each. `exact` drops repeated `_key`s;
+    `near` (the hasher that made `_bands`) drops near duplicates, reading `messages` of the candidates only."""
     n = table.num_rows
     source_index = np.repeat(np.arange(len(source_lengths)), source_lengths)
     status = table.column("_status")
@@ -70,10 +89,12 @@ def select_rows(
     for code, check in enumerate(checks):
         if check is not None:
             reason[(reason == -1) & check.to_numpy()] = code
-    alive = np.flatnonzero(reason == -1)
-    duplicate = ~first_occurrences(table.column("_key").to_numpy()[alive])
-    reason[alive[duplicate]] = REASONS.index("duplicate")
-    if num_bands:
+    if exact:
+        alive = np.flatnonzero(reason == -1)
+        duplicate = ~first_occurrences(table.column("_key").to_numpy()[alive])
+        reason[alive[duplicate]] = REASONS.index("duplicate")
+    if near is not None:
+        num_bands = near.bands
         band_lengths = pc.list_value_length(table.column("_bands")).fill_null(0).to_numpy()
         with_bands = np.flatnonzero(band_lengths == num_bands)
         flat = pc.list_flatten(table.column("_bands")).to_numpy().reshape(-1, num_bands)
@@ -82,7 +103,13 @@ def select_rows(
         candidates = np.flatnonzero((reason == -1) & has)
         # Rows of `flat` are the rows with bands, in order: find each candidate's row there.
         rows_in_flat = np.searchsorted(with_bands, candidates)
-        reason[candidates[near_duplicates(flat[rows_in_flat])]] = REASONS.index("near_duplicate")
+
+        def shingle_sets(rows: np.ndarray) -> list[np.ndarray]:
+            messages = pc.take(table.column("messages"), pa.array(candidates[rows])).to_pylist()
+            return near.shingle_sets([conversation_text(m) for m in messages])
+
+        duplicate = near_duplicates(flat[rows_in_flat], near.threshold, shingle_sets)
+        reason[candidates[duplicate]] = REASONS.index("near_duplicate")
     rng = np.random.default_rng(seed)
     selected = np.zeros(n, dtype=bool)
     for i, target in enumerate(targets):

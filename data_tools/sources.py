@@ -5,6 +5,7 @@ row pass over them, all Arrow-backed: rows are never all held as Python objects.
 from __future__ import annotations
 
 import atexit
+import codecs
 import glob
 import json
 import os
@@ -39,6 +40,7 @@ class RawPart:
     origin: str
     dataset: Dataset
     json_lines: bool = False
+    error: str | None = None  # a file skipped (on_error skip) because it could not be read
 
 
 def _expand(source: SourceSpec) -> list[Path]:
@@ -62,8 +64,50 @@ def _builtin_rows(task: str, n: int, seed: int, split: str, options: dict[str, A
     yield from iter_rows(task, n, seed=seed, split=split, **options)
 
 
-def open_parts(source: SourceSpec, workdir: str, seed: int, count: int | None) -> list[RawPart]:
-    """The raw parts of a source; `count` is how many rows a builtin generator makes."""
+def utf8_error(path: Path, chunk_size: int = 1 << 20) -> str | None:
+    """Where a text file stops being UTF-8 (byte offset, line and the offending byte), or None when it is UTF-8.
+
+    >>> path = Path(tempfile.mkdtemp()) / "latin1.jsonl"
+    >>> _ = path.write_bytes(b'{"a": 1}\\n{"b": "caf\\xe9"}\\n')
+    >>> utf8_error(path)
+    'byte 0xe9 at offset 19 (line 2) is not UTF-8'
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, lines = 0, 1
+    with path.open("rb") as f:
+        while True:
+            chunk = f.read(chunk_size)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                # The error's position is in the decoder's buffered bytes plus this chunk; `offset` counts chunks.
+                start = offset + exc.start - len(exc.object) + len(chunk)
+                lines += exc.object[: exc.start].count(b"\n")  # buffered bytes are a partial character: no newline
+                return f"byte 0x{exc.object[exc.start]:02x} at offset {start} (line {lines}) is not UTF-8"
+            if not chunk:
+                return None
+            lines += chunk.count(b"\n")
+            offset += len(chunk)
+
+
+def _read_failure(source: SourceSpec, path: Path, exc: Exception) -> str:
+    """Why `datasets` could not read a file, in words: its own error hides the cause behind a generic message."""
+    where = source.where if str(path) in source.where else f"{source.where}: {path}"  # name the file once
+    if path.stat().st_size == 0:
+        return f"{where}: empty source (no rows); expected at least one row"
+    if path.suffix.lower() in (".jsonl", ".json", ".csv"):
+        position = utf8_error(path)
+        if position is not None:
+            return f"{where}: {position}; re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+    cause = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__
+    return f"{source.where}: cannot read {path} as {path.suffix}: {type(cause).__name__}: {cause}"
+
+
+def open_parts(source: SourceSpec, workdir: str, seed: int, count: int | None, on_error: str = "raise") -> list[RawPart]:
+    """The raw parts of a source; `count` is how many rows a builtin generator makes. A file that cannot be read
+    (empty, not UTF-8, malformed) raises, or with `on_error="skip"` becomes a part holding only its error."""
     if source.builtin is not None:
         if count is None:
             raise ValueError(f"{source.where}: a builtin source needs rows (how many to generate)")
@@ -87,9 +131,15 @@ def open_parts(source: SourceSpec, workdir: str, seed: int, count: int | None) -
             raise ValueError(f"{source.where}: {path}: unsupported file type {path.suffix!r}; expected one of "
                              f"{sorted(SUFFIXES)} or a datasets save_to_disk directory")
         try:
+            if path.stat().st_size == 0:  # `datasets` fails on it without saying why
+                raise ValueError("empty file")
             ds = load_dataset(loader, data_files=str(path), split="train", cache_dir=workdir)
         except Exception as exc:  # noqa: BLE001 - a parse failure of the whole file, named
-            raise ValueError(f"{source.where}: cannot read {path} as {path.suffix}: {exc}") from None
+            message = _read_failure(source, path, exc)
+            if on_error != "skip":
+                raise ValueError(f"{message} (pass --on-error skip to skip it)") from None
+            parts.append(RawPart(str(path), Dataset.from_dict({}), error=message))
+            continue
         parts.append(RawPart(str(path), ds, json_lines=loader == "text"))
     return parts
 
@@ -142,8 +192,11 @@ def process_source(
     """
     outputs = []
     tag = hash64(source.name)  # cache file names: a source name may hold any character
-    parts = open_parts(source, workdir, seed, count)
+    parts = open_parts(source, workdir, seed, count, processor.on_error)
     for n, part in enumerate(parts):
+        if part.error is not None:  # one invalid row stands for the file: counted and reported like bad rows
+            outputs.append(Dataset.from_dict(processor.failed(part.error), features=processor.features()))
+            continue
         # Row numbers restart in each file: ids name the file when there are several.
         prefix = source.name if len(parts) == 1 else f"{source.name}:{Path(part.origin).name}"
         row_pass = replace(processor, origin=part.origin, json_lines=part.json_lines, id_prefix=prefix,

@@ -91,7 +91,8 @@ class DedupeSpec:
 
     exact: bool = field(default=True, metadata={"help": "Drop rows whose normalized text repeats an earlier row."})
     near: bool = field(default=True, metadata={"help": "Drop near-duplicates of earlier rows (sources opting in)."})
-    threshold: float = field(default=0.8, metadata={"help": "Jaccard similarity the LSH bands are tuned for."})
+    threshold: float = field(default=0.8, metadata={"help": "Jaccard similarity of word-shingle sets at which a row is "
+                                                            "a near duplicate of an earlier one."})
     num_perm: int = field(default=64, metadata={"help": "MinHash permutations."})
     shingle: int = field(default=5, metadata={"help": "Words per shingle."})
 

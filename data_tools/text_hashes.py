@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import MinHash
 
 # Words and single symbols: "9 * 7" and "9 + 7" must not look alike.
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -79,14 +79,42 @@ def _fmix32(values: np.ndarray) -> np.ndarray:
     return values ^ (values >> np.uint32(16))
 
 
+def lsh_bands(threshold: float, num_perm: int, recall: float = 0.999) -> tuple[int, int]:
+    """LSH bands and rows per band for `num_perm` MinHash values: the most rows per band (the fewest candidate
+    pairs to check) that still make a pair at Jaccard `threshold` a candidate with probability >= `recall`.
+
+    A pair at Jaccard J shares at least one of b bands of r rows with probability 1 - (1 - J^r)^b.
+
+    >>> lsh_bands(0.8, 64)
+    (16, 4)
+    """
+    for rows in range(num_perm, 0, -1):
+        bands = num_perm // rows
+        if 1 - (1 - threshold**rows) ** bands >= recall:
+            return bands, rows
+    raise AssertionError("one row per band always reaches the recall")
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard similarity of two sets given as sorted unique arrays.
+
+    >>> jaccard(np.array([1, 2, 3]), np.array([2, 3, 4]))
+    0.5
+    """
+    shared = len(np.intersect1d(a, b, assume_unique=True))
+    return shared / max(len(a) + len(b) - shared, 1)
+
+
 @dataclass
 class NearDuplicateHasher:
-    """MinHash signatures over word shingles, cut into LSH bands: two texts share a band key with high
-    probability when their shingle Jaccard similarity is above `threshold`.
+    """MinHash signatures over word shingles, cut into LSH bands that find candidate pairs; a candidate is a near
+    duplicate when the Jaccard similarity of its shingle sets is at least `threshold`
+    (`data_tools.selection.near_duplicates` checks).
 
-    datasketch supplies the band layout (`MinHashLSH`'s choice for the threshold) and the permutations; the
-    signatures are datasketch's affine32 MinHash, computed for a whole batch in numpy passes instead of one
-    `MinHash` object per text, which costs several times more.
+    The bands are tuned for recall (`lsh_bands`: 99.9% of pairs at the threshold become candidates, more above
+    it), since every candidate is then checked exactly. The signatures are datasketch's affine32 MinHash (its
+    permutations), computed for a whole batch in numpy passes instead of one `MinHash` object per text, which
+    costs several times more.
     """
 
     threshold: float  # the options and their defaults are `data_tools.spec.DedupeSpec`'s
@@ -94,8 +122,7 @@ class NearDuplicateHasher:
     shingle: int
 
     def __post_init__(self) -> None:
-        lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
-        self.bands, self.band_rows = lsh.b, lsh.r
+        self.bands, self.band_rows = lsh_bands(self.threshold, self.num_perm)
         self._a, self._b = MinHash(num_perm=self.num_perm, seed=1).permutations
         self._word_hashes: dict[str, int] = {}
 
@@ -122,6 +149,13 @@ class NearDuplicateHasher:
             inside = first + j < limit
             value = value * np.uint64(0x100000001B3) + np.where(inside, padded[np.minimum(first + j, len(flat))], 0)
         return (value ^ (value >> np.uint64(32))).astype(np.uint32), counts
+
+    def shingle_sets(self, texts: list[str]) -> list[np.ndarray]:
+        """Each text's set of shingle hashes, as a sorted unique uint32 array (what `jaccard` compares)."""
+        if not texts:
+            return []
+        hashes, counts = self.shingle_hashes(texts)
+        return [np.unique(part) for part in np.split(hashes, np.cumsum(counts)[:-1])]
 
     def signatures(self, texts: list[str]) -> np.ndarray:
         """MinHash signatures, (texts, num_perm) uint32: datasketch's affine32 scheme over `shingle_hashes`

@@ -147,6 +147,68 @@ def test_an_empty_source_is_an_error(tmp_path):
         build(tmp_path, {"sources": [{"path": str(path), "domain": "x", "layout": "messages"}]})
 
 
+def test_a_zero_byte_file_is_the_empty_source_error(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^source 'empty.jsonl' \(\S+/empty.jsonl\): empty source \(no rows\)"):
+        build(tmp_path, {"sources": [{"path": str(path), "domain": "x"}]})
+
+
+@pytest.mark.parametrize("name", ["latin1.jsonl", "latin1.csv"])
+def test_a_file_that_is_not_utf8_names_the_file_and_byte_offset(tmp_path, name):
+    path = tmp_path / name
+    head = b'{"prompt": "a", "response": "b"}\n' if name.endswith("jsonl") else b"prompt,response\na,b\n"
+    path.write_bytes(head + (b'{"prompt": "caf\xe9", "response": "b"}\n' if name.endswith("jsonl") else b"caf\xe9,b\n"))
+    offset = len(head) + (15 if name.endswith("jsonl") else 3)
+    with pytest.raises(ValueError, match=rf"{name}\): byte 0xe9 at offset {offset} \(line \d\) is not UTF-8; re-encode"):
+        build(tmp_path, {"sources": [{"path": str(path), "domain": "x"}]})
+
+
+def test_on_error_skip_skips_unreadable_files_and_reports_them(tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", [{"messages": chat(i)} for i in range(3)])
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"prompt": "caf\xe9", "response": "b"}\n')
+    stats, mix = build(tmp_path, {"sources": [{"path": str(tmp_path / "*.jsonl"), "domain": "x"}]}, on_error="skip")
+    assert mix.num_rows == 3 and stats["dropped"]["invalid"] == 2
+    assert any("empty.jsonl: empty source" in m for m in stats["invalid_examples"])
+    assert any("latin1.jsonl: byte 0xe9 at offset 15 (line 1)" in m for m in stats["invalid_examples"])
+    assert read_source({"path": [str(good), str(tmp_path / "empty.jsonl")], "domain": "x"},
+                       on_error="skip").num_rows == 3
+
+
+def test_exact_dedupe_off_keeps_every_distinct_row(tmp_path):
+    rows = [{"prompt": f"distinct question {i} about topic {7 * i}", "response": f"answer {i}"} for i in range(94)]
+    path = write_jsonl(tmp_path / "distinct.jsonl", rows + rows[:2])
+    stats, mix = build(tmp_path, {"dedupe": {"exact": False}, "sources": [{"path": str(path), "domain": "x"}]})
+    assert mix.num_rows == 94 and stats["dropped"]["duplicate"] == 0 and stats["dropped"]["near_duplicate"] == 2
+    stats, mix = build(tmp_path, {"dedupe": {"exact": False, "near": False},
+                                  "sources": [{"path": str(path), "domain": "x"}]})
+    assert mix.num_rows == 96 and not any(stats["dropped"].values())
+
+
+def test_near_duplicates_are_the_pairs_at_or_above_the_threshold():
+    import random
+
+    import numpy as np
+
+    from data_tools.selection import near_duplicates
+    from data_tools.text_hashes import NearDuplicateHasher, jaccard
+
+    rng, hasher, texts = random.Random(0), NearDuplicateHasher(threshold=0.8, num_perm=64, shingle=5), []
+    for pair in range(300):  # a 200-word text and a copy with 0-20 words replaced; every pair its own words
+        base = [f"p{pair}w{rng.randrange(10**6)}" for _ in range(200)]
+        edited = list(base)
+        for position in rng.sample(range(200), rng.randrange(21)):
+            edited[position] = f"p{pair}new{position}"
+        texts += [" ".join(base), " ".join(edited)]
+    sets = hasher.shingle_sets(texts)
+    similarity = np.array([jaccard(sets[i], sets[i + 1]) for i in range(0, len(texts), 2)])
+    dropped = near_duplicates(hasher.band_keys(texts), 0.8, lambda rows: [sets[i] for i in rows])
+    assert not dropped[0::2].any()  # the first of each pair is always kept
+    assert ((0.7 < similarity) & (similarity < 0.9)).sum() > 50  # pairs near the threshold, on both sides
+    assert (dropped[1::2] == (similarity >= 0.8)).all()
+
+
 def test_exact_and_near_duplicates_are_dropped_and_counted(tmp_path):
     long = " ".join(f"word{i}" for i in range(60))
     rows = [{"prompt": long, "response": "ok"},
