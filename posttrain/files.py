@@ -94,8 +94,8 @@ def read_jsonl(
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of a JSONL file (`.gz` too).
 
-    A missing file is a FileNotFoundError; a line that is not a JSON object, or lacks a `required` field, is a
-    `RowError` naming the file, the line and the field. `torn_tail=True` stops at a last line without its newline
+    A missing file is a FileNotFoundError; a line that is not UTF-8 or not a JSON object, or lacks a `required`
+    field, is a `RowError` naming the file, the line and the field. `torn_tail=True` stops at a last line without its newline
     (a writer may be at work on it) instead of reading it.
 
     >>> import tempfile
@@ -111,10 +111,15 @@ def read_jsonl(
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if torn_tail and not line.endswith("\n"):
+    with opener(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if torn_tail and not raw.endswith(b"\n"):
                 return
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise RowError(path, number, f"byte 0x{raw[err.start]:02x} at column {err.start + 1} is not UTF-8; "
+                               "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
             if not line.strip():
                 continue
             try:

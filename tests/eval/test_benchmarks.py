@@ -58,20 +58,54 @@ def test_unknown_benchmark_lists_the_known_ones() -> None:
         load_benchmark("nope")
 
 
-def test_jsonl_row_missing_a_column_names_file_row_and_column(tmp_path: Path) -> None:
+def test_jsonl_row_missing_a_column_names_file_line_and_field(tmp_path: Path) -> None:
     path = _write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "1+1?", "solution": "2"}, {"prompt": "2+2?"}])
-    with pytest.raises(ValueError, match=rf"{path} row 2: missing column 'solution'"):
+    with pytest.raises(ValueError, match=rf"{path} row 2: field 'solution': missing"):
         load_benchmark(str(path))
     path = _write_jsonl(tmp_path / "code.jsonl", [{"tests": "assert f() == 1"}])
-    with pytest.raises(ValueError, match=rf"{path} row 1: missing column 'prompt'"):
+    with pytest.raises(ValueError, match=rf"{path} row 1: field 'prompt': missing"):
         load_benchmark(str(path))
 
 
-def test_jsonl_row_that_is_not_json_names_file_and_row(tmp_path: Path) -> None:
+def test_jsonl_row_that_is_not_json_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.jsonl"
     path.write_text('{"prompt": "a", "solution": "1"}\n\n{"prompt": \n')
     with pytest.raises(ValueError, match=rf"{path} row 3: not valid JSON"):
         load_benchmark(str(path))
+
+
+def test_a_file_that_is_not_utf8_names_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"prompt": "a", "solution": "1"}\n{"prompt": "caf\xe9", "solution": "2"}\n')
+    with pytest.raises(ValueError, match=rf"{path} row 2: byte 0xe9 at column 16 is not UTF-8; re-encode"):
+        load_benchmark(str(path))
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"prompt": 42, "solution": "1"}, r"row 2: field 'prompt': 42 \(int\); expected a string or a list of chat"),
+        ({"prompt": [{"role": "user"}], "solution": "1"}, r"row 2: field 'prompt': .*expected a string or a list"),
+        ({"prompt": "  ", "solution": "1"}, r"row 2: field 'prompt': '  ' \(str\)"),
+        ({"prompt": "a", "solution": [1, 2]}, r"row 2: field 'solution': reward 'math': .*\[1, 2\]; expected a string"),
+    ],
+)
+def test_a_malformed_field_names_file_line_and_field(tmp_path: Path, row: dict, message: str) -> None:
+    path = _write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "1+1?", "solution": "2"}, row])
+    with pytest.raises(ValueError, match=rf"{path} {message}"):
+        load_benchmark(str(path), limit=1)  # every row is checked, not only those kept
+
+
+def test_a_malformed_code_field_names_file_line_and_field(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "code.jsonl", [{"prompt": "def f():", "tests": "assert f() == 1",
+                                                  "entry_point": "not a name"}])
+    with pytest.raises(ValueError, match=rf"{path} row 1: field 'entry_point': reward 'code'"):
+        load_benchmark(str(path))
+
+
+def test_chat_message_prompts_are_accepted(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "chat.jsonl", [{"prompt": [{"role": "user", "content": "1+1?"}], "solution": "2"}])
+    assert load_benchmark(str(path)).rows[0]["prompt"][0]["content"] == "1+1?"
 
 
 def test_missing_jsonl_file_is_named(tmp_path: Path) -> None:

@@ -79,6 +79,20 @@ def test_unknown_benchmark_on_the_command_line_lists_the_known_ones(tiny_run: Pa
     assert "unknown benchmark 'mmlu'" in err and "'arithmetic'" in err and "'humaneval'" in err
 
 
+def test_a_bad_benchmark_file_is_one_line_before_any_model_loads(tiny_run: Path, tmp_path: Path, capsys,
+                                                                 monkeypatch) -> None:
+    import eval.harness
+
+    monkeypatch.setattr(eval.harness, "load_checkpoint", lambda *a, **k: pytest.fail("a model was loaded"))
+    bench = tmp_path / "bad.jsonl"
+    bench.write_text('{"prompt": "1+1?", "solution": "2"}\n{"prompt": "2+2?", "solution": ["4"]}\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(tiny_run), "--benchmark", str(bench), "--output", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{bench} row 2: field 'solution'" in err and "Traceback" not in err
+
+
 def test_k_above_num_samples_is_refused(tiny_run: Path) -> None:
     with pytest.raises(ValueError, match="raise --num_samples"):
         evaluate([tiny_run], ["arithmetic"], num_samples=2, k=[1, 8])
