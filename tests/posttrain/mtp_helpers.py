@@ -17,3 +17,14 @@ def copy_mtp(model):
         for p in layer.mlp.parameters():
             p.zero_()
     return model
+
+
+def left_pad(prompts: list[list[int]], pad: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, W) left-padded ids and their attention mask for token-id prompts of different lengths."""
+    W = max(map(len, prompts))
+    ids = torch.full((len(prompts), W), pad)
+    attn = torch.zeros_like(ids)
+    for r, p in enumerate(prompts):
+        ids[r, W - len(p):] = torch.tensor(p)
+        attn[r, W - len(p):] = 1
+    return ids, attn

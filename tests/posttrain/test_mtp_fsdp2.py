@@ -21,7 +21,7 @@ from transformers import GenerationConfig
 
 from posttrain.model import load_model
 from posttrain.model.acceptance import mtp_acceptance
-from tests.posttrain.mtp_helpers import copy_mtp
+from tests.posttrain.mtp_helpers import copy_mtp, left_pad
 
 ROWS = torch.randint(10, 1000, (4, 24), generator=torch.Generator().manual_seed(0))
 PROMPTS = ([[1, 5, 6, 7, 8, 9, 10], [1, 50, 60]], [[1, 300, 301, 302, 303], [1, 77, 78, 79, 80, 81, 82, 83]])
@@ -46,16 +46,6 @@ def shard(model, layout: str):
     else:  # the root's own parameters (embedding, norm, head) resharded after every forward
         fully_shard(model, mesh=mesh, reshard_after_forward=True)
     return model
-
-
-def left_pad(prompts, pad=2):
-    W = max(map(len, prompts))
-    ids = torch.full((len(prompts), W), pad)
-    attn = torch.zeros_like(ids)
-    for r, p in enumerate(prompts):
-        ids[r, W - len(p):] = torch.tensor(p)
-        attn[r, W - len(p):] = 1
-    return ids, attn
 
 
 def draft(model, prompts, max_new):

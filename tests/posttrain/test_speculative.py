@@ -14,20 +14,10 @@ from posttrain.model.speculative import (
     accept_drafts,
     speculative_generate,
 )
-from tests.posttrain.mtp_helpers import copy_mtp
+from tests.posttrain.mtp_helpers import copy_mtp, left_pad
 
 
 PROMPTS = [[1, 5, 6, 7, 8, 9, 10], [1, 50, 60], [1, 300, 301, 302, 303], [1, 77], [1, 400, 401, 9, 9, 9, 9, 9]]
-
-
-def left_pad(prompts, pad=2):
-    W = max(map(len, prompts))
-    ids = torch.full((len(prompts), W), pad)
-    attn = torch.zeros_like(ids)
-    for r, p in enumerate(prompts):
-        ids[r, W - len(p):] = torch.tensor(p)
-        attn[r, W - len(p):] = 1
-    return ids, attn
 
 
 def plain(model, ids, attn, max_new_tokens, **sampling):
