@@ -7,7 +7,6 @@ lines get `_status == "blank"`; good rows `"ok"`.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from data_tools.text_hashes import (
     window_hashes,
     words,
 )
+from posttrain.files import parse_json_object
 
 OK, BLANK = "ok", "blank"
 MESSAGES = List({"role": Value("string"), "content": Value("string")})
@@ -146,12 +146,9 @@ class RowProcessor:
         if not line.strip():
             return None
         try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise FieldError("<line>", f"invalid JSON ({exc.msg} at column {exc.colno}); expected one object per line")
-        if not isinstance(raw, dict):
-            raise FieldError("<line>", f"expected a JSON object, got {type(raw).__name__}")
-        return raw
+            return parse_json_object(line)
+        except ValueError as exc:
+            raise FieldError("<line>", str(exc)) from None
 
     def _canonical(self, raw: dict[str, Any], row: int) -> dict[str, Any]:
         out = canonical_row(raw, self.layout, self.fields, self.require_response)

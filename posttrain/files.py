@@ -81,6 +81,25 @@ def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def parse_json_object(line: str) -> dict[str, Any]:
+    """One JSONL line as a dict; a ValueError says what is wrong with it (the caller names the file and line).
+
+    >>> parse_json_object('{"prompt": "2+2?"}')
+    {'prompt': '2+2?'}
+    >>> parse_json_object('[1, 2]')
+    Traceback (most recent call last):
+    ...
+    ValueError: expected a JSON object, got list
+    """
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not valid JSON ({err.msg} at column {err.colno}); expected one object per line") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    return row
+
+
 class RowError(ValueError):
     """A bad row of a data file; the message names the file, the line and, where one is at fault, the field."""
 
@@ -123,11 +142,9 @@ def read_jsonl(
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RowError(path, number, f"not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise RowError(path, number, f"expected a JSON object, got {type(row).__name__}")
+                row = parse_json_object(line)
+            except ValueError as err:
+                raise RowError(path, number, str(err)) from None
             for name in required:
                 if name not in row:
                     raise RowError(path, number, f"missing; the row has fields {sorted(row)}", field=name)

@@ -89,7 +89,7 @@ def test_rows_are_tokenized_as_trl_would_with_assistant_masks(tmp_path, layout_f
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("{not json", r"bad.jsonl row 3, field '<line>': invalid JSON"),
+        ("{not json", r"bad.jsonl row 3, field '<line>': not valid JSON"),
         ('{"messages": [{"role": "bot", "content": "x"}]}', r"bad.jsonl row 3, field 'messages\[0\].role': 'bot' is "
                                                              r"not one of \['assistant', 'system', 'user'\]"),
         ('{"messages": [{"role": "user", "content": 5}]}', r"row 3, field 'messages\[0\].content': expected a string"),
@@ -110,7 +110,7 @@ def test_on_error_skip_counts_bad_rows_and_keeps_row_numbers(tmp_path):
     stats, mix = build(tmp_path, {"sources": [{"path": str(path), "domain": "x"}]}, on_error="skip")
     assert sorted(mix["id"]) == ["bad.jsonl:1", "bad.jsonl:4"]  # the blank line 3 is neither a row nor an error
     assert stats["dropped"]["invalid"] == 2 and stats["sources"]["bad.jsonl"]["read"] == 4
-    assert stats["invalid_examples"][0].startswith(f"{path} row 2, field '<line>': invalid JSON")
+    assert stats["invalid_examples"][0].startswith(f"{path} row 2, field '<line>': not valid JSON")
     assert "messages" in stats["invalid_examples"][1] and "row 5" in stats["invalid_examples"][1]
 
 
