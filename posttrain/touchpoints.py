@@ -33,6 +33,10 @@ libraries' public API (trainer constructors, `Trainer.add_callback`, `Trainer.lo
 8. Adapter extras (PEFT): `set_peft_model_state_dict` loads every key of an adapter file with `strict=False`,
    including keys of the base model that are no adapter; `posttrain.model.lora.add_adapter_extras` writes the
    router biases there so `PeftModel.from_pretrained` (and a LoRA resume) restores them.
+9. MLP LoRA targets (PEFT): for models transformers converts from the v4 layout (DeepSeek-V3 among them), PEFT
+   rewrites the module targets `gate_proj`, `up_proj`, `down_proj` into `target_parameters` on the fused routed
+   experts, dropping the dense and shared MLPs; `posttrain.model.lora.MLP_PARAMETERS` names their weights as
+   parameters instead.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 import trl
 from accelerate.utils import DistributedType
-from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, set_seed
+from peft import PeftModel, get_peft_model
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, get_peft_config
@@ -32,7 +33,7 @@ from posttrain.model import (
     PRESETS, DeepseekV3MTPForCausalLM, add_training_callbacks, load_model, load_reward_model, load_tokenizer,
     save_model,
 )
-from posttrain.model.lora import EXPERT_PARAMETERS, MLA_MODULES, MLP_MODULES
+from posttrain.model.lora import EXPERT_PARAMETERS, MLA_MODULES, MLP_PARAMETERS
 from posttrain.model.distributed import distributed_config, sharded_at_load
 from posttrain.packing import use_row_packing
 from posttrain.touchpoints import AlreadyTrained, StopWhenTrained
@@ -51,9 +52,14 @@ class ModelArguments(ModelConfig):
         default="tiny",
         metadata={"help": f"A checkpoint dir, a config.json, or a preset ({', '.join(PRESETS)}) for random init."},
     )
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (0 with lora_routed_experts)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (PEFT needs 0 with target parameters)."})
     lora_target_modules: list[str] | None = field(
-        default_factory=lambda: MLA_MODULES + MLP_MODULES, metadata={"help": "LoRA target modules."}
+        default_factory=lambda: list(MLA_MODULES), metadata={"help": "LoRA target modules (the MLA projections)."}
+    )
+    lora_target_parameters: list[str] | None = field(
+        default_factory=lambda: list(MLP_PARAMETERS),
+        metadata={"help": "LoRA target parameters: the dense MLPs' and shared experts' weights (PEFT would move "
+                  "gate_proj/up_proj/down_proj module targets onto the routed experts, see posttrain.model.lora)."},
     )
     lora_routed_experts: bool = field(
         default=False, metadata={"help": "Also put LoRA on the fused routed-expert tensors (PEFT target_parameters)."}
@@ -112,10 +118,11 @@ class ModelArguments(ModelConfig):
         if threads is not None and threads != "auto" and not (str(threads).isdigit() and int(threads) >= 1):
             raise ValueError(f"--cpu_threads {threads!r}: give a number of threads (>= 1) or 'auto'")
         if self.lora_routed_experts:
-            if self.lora_dropout != 0:
-                raise ValueError(f"--lora_dropout {self.lora_dropout}: PEFT's target_parameters (routed experts) "
-                                 "needs 0")
-            self.lora_target_parameters = self.lora_target_parameters or list(EXPERT_PARAMETERS)
+            self.lora_target_parameters = list(self.lora_target_parameters or []) + [
+                p for p in EXPERT_PARAMETERS if p not in (self.lora_target_parameters or [])]
+        if self.lora_target_parameters and self.lora_dropout != 0:
+            raise ValueError(f"--lora_dropout {self.lora_dropout}: PEFT's target_parameters (the MLPs' and experts' "
+                             "weights) needs 0")
 
 
 def build_model_and_tokenizer(args: ModelArguments, seed: int | None = None):
@@ -174,10 +181,20 @@ def training_columns(dataset, tokenizer: PreTrainedTokenizerBase, assistant_only
 def peft_config(args: ModelArguments):
     """The PEFT LoRA config for `args` (TRL's `get_peft_config`), or None for full fine-tuning.
 
-    >>> peft_config(ModelArguments(use_peft=True, lora_routed_experts=True)).target_parameters
+    >>> peft_config(ModelArguments(use_peft=True, lora_routed_experts=True)).target_parameters[-2:]
     ['mlp.experts.gate_up_proj', 'mlp.experts.down_proj']
     """
     return get_peft_config(args)
+
+
+def apply_lora(model: PreTrainedModel, args: ModelArguments) -> PeftModel:
+    """Wrap `model` with the LoRA adapters `args` describe, as the trainers do; only the adapters train.
+
+    >>> model = apply_lora(load_model("tiny"), ModelArguments(use_peft=True, lora_r=8))  # doctest: +SKIP
+    """
+    if not args.use_peft:
+        raise ValueError("apply_lora needs ModelArguments(use_peft=True, ...)")
+    return get_peft_model(model, peft_config(args))
 
 
 class CompleteCheckpointCallback(TrainerCallback):

@@ -7,7 +7,7 @@
 from posttrain.model.balance import balance_step, sequence_balance_loss, update_bias
 from posttrain.model.callbacks import MoETrainingCallback, add_training_callbacks, training_callbacks
 from posttrain.model.io import load_config, load_model, load_reward_model, load_tokenizer, save_model
-from posttrain.model.lora import apply_lora, lora_config, merge_lora
+from posttrain.model.lora import merge_lora
 from posttrain.model.modeling import DeepseekV3MTPForCausalLM, DeepseekV3MTPOutput
 from posttrain.model.presets import PRESETS
 from posttrain.model.router_stats import RouterLoads, max_violation
@@ -19,13 +19,11 @@ __all__ = [
     "MoETrainingCallback",
     "RouterLoads",
     "add_training_callbacks",
-    "apply_lora",
     "balance_step",
     "load_config",
     "load_model",
     "load_reward_model",
     "load_tokenizer",
-    "lora_config",
     "max_violation",
     "merge_lora",
     "save_model",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from posttrain.model import apply_lora, load_model, merge_lora, save_model
+from posttrain.model import load_model, merge_lora, save_model
+from posttrain.training import ModelArguments, apply_lora
 
 
 def _adapted(routed_experts: bool):
     torch.manual_seed(0)
-    model = apply_lora(load_model("tiny"), r=4, routed_experts=routed_experts)
+    model = apply_lora(load_model("tiny"), ModelArguments(use_peft=True, lora_r=4, lora_routed_experts=routed_experts))
     with torch.no_grad():  # B starts at zero; make the adapters do something
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -25,6 +26,21 @@ def test_lora_backward_reaches_every_adapter_and_only_adapters():
     assert trainable and all("lora_" in n for n in trainable)
     assert any("experts" in n for n in trainable) and any("kv_b_proj" in n for n in trainable)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable.values())
+
+
+def test_lora_targets_mla_dense_and_shared_mlps_and_routed_experts_only_when_asked():
+    def adapted_weights(routed_experts: bool) -> set[str]:
+        model = _adapted(routed_experts)
+        names = {n.replace("base_model.model.", "") for n, p in model.named_parameters() if p.requires_grad}
+        return {n.split(".lora_")[0].replace(".base_layer", "") for n in names}
+
+    without = adapted_weights(routed_experts=False)
+    assert "model.layers.0.mlp.gate_proj" in without  # the dense MLP (first_k_dense_replace)
+    assert "model.layers.1.mlp.shared_experts.down_proj" in without
+    assert "model.layers.1.self_attn.kv_b_proj" in without
+    assert not any(".mlp.experts" in n for n in without)
+    with_experts = adapted_weights(routed_experts=True)
+    assert with_experts > without and any(".mlp.experts" in n for n in with_experts)
 
 
 def test_merge_equals_unmerged_and_saves_a_plain_checkpoint(tmp_path):

@@ -147,12 +147,13 @@ def test_touchpoint_7_a_run_resumed_at_max_steps_trains_no_step_past_it(tmp_path
 def test_touchpoint_8_an_adapter_with_its_extras_loads_onto_the_base_as_the_merged_model(tmp_path):
     from peft import PeftModel
 
-    from posttrain.model import apply_lora, save_model
+    from posttrain.model import save_model
     from posttrain.model.lora import add_adapter_extras
+    from posttrain.training import ModelArguments, apply_lora
 
     base = save_model(load_model("tiny"), None, tmp_path / "base")
     torch.manual_seed(0)
-    model = apply_lora(load_model(base), r=4, routed_experts=True)
+    model = apply_lora(load_model(base), ModelArguments(use_peft=True, lora_r=4, lora_routed_experts=True))
     with torch.no_grad():  # adapters that do something, and biases moved outside every adapter (the bias update)
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -167,3 +168,14 @@ def test_touchpoint_8_an_adapter_with_its_extras_loads_onto_the_base_as_the_merg
     loaded = PeftModel.from_pretrained(load_model(base), tmp_path / "adapter").eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_touchpoint_9_peft_moves_mlp_module_targets_onto_the_fused_experts():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(load_model("tiny"), LoraConfig(r=4, target_modules=["gate_proj", "up_proj", "down_proj"]))
+    config = model.peft_config["default"]
+    assert not config.target_modules and set(config.target_parameters) == {"gate_up_proj", "down_proj"}, (
+        "touchpoint 9: PEFT no longer rewrites gate/up/down_proj module targets for DeepSeek-V3; the dense and "
+        "shared MLPs may be targeted as modules again (posttrain.model.lora.MLP_PARAMETERS)"
+    )
