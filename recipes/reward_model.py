@@ -14,7 +14,7 @@ its held-out pairwise accuracy in `final/reward_eval.json`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from trl import RewardConfig, TrlParser
 
@@ -55,14 +55,14 @@ def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, m
     train_set, eval_set = load_preference_splits(script_args.dataset_path, script_args.eval_path,
                                                  script_args.eval_size, seed=training_args.seed)
     model, tokenizer = build_reward_model_and_tokenizer(model_args, seed=training_args.seed)
-    model_args.lora_task_type = "SEQ_CLS"  # LoRA on a classifier: PEFT then trains the new score head in full
     trainer = RewardTrainer(
         model=model,
         args=training_args,
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        peft_config=peft_config(model_args),
+        # LoRA on a classifier: PEFT then trains the new score head in full
+        peft_config=peft_config(replace(model_args, lora_task_type="SEQ_CLS")),
     )
     train(trainer, model_args)
     results = {}
