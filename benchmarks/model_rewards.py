@@ -13,7 +13,9 @@ Runs, in order (each step skipped when its output is complete, so a rerun after 
    rule checker, which the model-based runs never see) with binomial standard errors, and the evidence for what
    each reward taught: the reward model's pairwise accuracy on each policy's own held-out samples (4 per prompt,
    correct vs incorrect answers of the same prompt) and `vote`'s pseudo-label accuracy over its run.
-Writes `<output>/model_rewards.md` (the table) and `<output>/model_rewards.png` (accuracy with error bars).
+Writes `<output>/model_rewards.md` (the table), `<output>/model_rewards.png` (accuracy with error bars) and
+`<output>/model_rewards.json` (the figures, with each stage's wall seconds from `<output>/wall_s.json`).
+`--cpu_threads N` holds every step to N torch threads: the launched recipes, the preference sampling and the evals.
 """
 
 from __future__ import annotations
@@ -24,17 +26,32 @@ import math
 import os
 import subprocess
 import sys
+import time
 from itertools import product
 from pathlib import Path
+
+from posttrain.cpu_threads import set_cpu_threads
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "recipes" / "configs" / "tiny"
 
 
-def run(cmd: list[str]) -> None:
-    """Run a step as a user would, from the repo root, one process with the machine's cores."""
+def run(cmd: list[str], threads: str | None = None) -> None:
+    """Run a step as a user would, from the repo root, one process with the machine's cores (`threads` of them
+    when given: OMP_NUM_THREADS, which torch reads at start, so steps with no --cpu_threads option keep it too)."""
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **({"OMP_NUM_THREADS": threads} if threads else {})}
+    subprocess.run(cmd, check=True, cwd=REPO, env=env)
+
+
+def record_wall(out: Path, stage: str, start: float) -> None:
+    """Add a stage's wall seconds since `start` to `<out>/wall_s.json` (kept across reruns: a skipped stage keeps
+    the time it took when it ran)."""
+    path = out / "wall_s.json"
+    walls = json.loads(path.read_text()) if path.is_file() else {}
+    walls[stage] = round(time.perf_counter() - start, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(walls, indent=2))
 
 
 def launch(recipe: str, *args: str) -> list[str]:
@@ -72,16 +89,22 @@ def main() -> None:
     args, extra = parser.parse_known_args()  # anything else goes to every GRPO run, e.g. --learning_rate 1e-4
 
     threads = ["--cpu_threads", args.cpu_threads] if args.cpu_threads else []
+    set_cpu_threads(args.cpu_threads)  # the evals below run in this process
     out = Path(args.output).resolve()
     prefs, rm = out / "preferences", out / "reward_model"
+    fresh, start = not (prefs / "COMPLETE").is_file(), time.perf_counter()
     run([sys.executable, "-m", "posttrain.app.cli", "data", "preferences", "--config",
          str(CONFIGS / "preferences.yaml"), f"output_dir={prefs}", f"policy.model={args.sft}",
-         f"prompts=[{{builtin: arithmetic, rows: {args.prompts}, seed: 0, split: train}}]"])
+         f"prompts=[{{builtin: arithmetic, rows: {args.prompts}, seed: 0, split: train}}]"], args.cpu_threads)
+    if fresh:  # a complete run returns at once (same config) and keeps its recorded time
+        record_wall(out, "preferences", start)
     if not (rm / "final" / "reward_eval.json").is_file():
+        start = time.perf_counter()
         epochs = ["--num_train_epochs", str(args.rm_epochs)] if args.rm_epochs else []
         run(launch("reward_model", "--config", str(CONFIGS / "reward_model.yaml"), "--model_name_or_path", args.sft,
                    "--dataset_path", str(prefs), "--output_dir", str(rm), "--report_to", "none",
-                   "--disable_tqdm", "true", *epochs, *threads))
+                   "--disable_tqdm", "true", *epochs, *threads), args.cpu_threads)
+        record_wall(out, "reward_model", start)
     rewards = {"rule (math)": "math",
                "reward model only": json.dumps({"name": "reward_model", "model": str(rm / "final")}),
                "vote only (no labels)": "vote"}
@@ -90,10 +113,12 @@ def main() -> None:
         run_dir = out / ("grpo_" + label.split()[0].replace("reward", "rm"))
         runs[label] = run_dir
         if not (run_dir / "final" / "config.json").is_file():
+            start = time.perf_counter()
             run(launch("grpo", "--config", str(CONFIGS / "grpo.yaml"), "--model_name_or_path", args.sft,
                        "--output_dir", str(run_dir), "--max_steps", str(args.steps), "--save_steps",
                        str(args.steps), "--reward_funcs", spec, "--reward_weights", "1", "--report_to", "none",
-                       "--disable_tqdm", "true", *threads, *extra))
+                       "--disable_tqdm", "true", *threads, *extra), args.cpu_threads)
+            record_wall(out, run_dir.name, start)
     report(args, out, rm, runs)
 
 
@@ -103,10 +128,14 @@ def report(args: argparse.Namespace, out: Path, rm: Path, runs: dict[str, Path])
     from rewards import get_reward
 
     policies = {"no RL (SFT)": Path(args.sft), **{k: v / "final" for k, v in runs.items()}}
+    start = time.perf_counter()
     greedy = evaluation.evaluate(list(policies.values()), ["arithmetic"], limit=args.limit, max_new_tokens=160,
                                  batch_size=100, output_dir=out / "eval")
+    record_wall(out, "eval_greedy", start)
+    start = time.perf_counter()
     own = evaluation.evaluate(list(policies.values()), ["arithmetic"], limit=args.own_samples, num_samples=4,
                               temperature=1.0, max_new_tokens=160, batch_size=50, output_dir=out / "eval_sampled")
+    record_wall(out, "eval_sampled", start)
     scorer = get_reward({"name": "reward_model", "model": str(rm / "final"), "batch_size": 64})
     held_out_rm = json.loads((rm / "final" / "reward_eval.json").read_text())
     rows = []
@@ -125,7 +154,8 @@ def report(args: argparse.Namespace, out: Path, rm: Path, runs: dict[str, Path])
     summary = {"rows": rows, "reward_model_heldout": held_out_rm,
                "vote_label_accuracy": {"first": label_acc[:1], "last": label_acc[-1:],
                                        "mean": sum(label_acc) / len(label_acc) if label_acc else None},
-               "vote_share": {"first": share[:1], "last": share[-1:]}, "steps": args.steps}
+               "vote_share": {"first": share[:1], "last": share[-1:]}, "steps": args.steps,
+               "wall_s": json.loads((out / "wall_s.json").read_text())}
     (out / "model_rewards.json").write_text(json.dumps(summary, indent=2))
     lines = ["| policy | held-out pass@1 (greedy) | n | s.e. | sampled pass@1 (T=1) | reward model's pairwise "
              "accuracy on this policy's samples (pairs) |", "|---|---|---|---|---|---|"]
