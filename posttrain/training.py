@@ -17,6 +17,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import trl
@@ -231,7 +232,29 @@ class GRPOTrainer(LogsCallbackMetrics, trl.GRPOTrainer):
 
 
 class RewardTrainer(LogsCallbackMetrics, trl.RewardTrainer):
-    """TRL's `RewardTrainer`; its logs also carry the metrics of our callbacks (router)."""
+    """TRL's `RewardTrainer`; its logs also carry the metrics of our callbacks (router), and its `accuracy`,
+    `margin` and `mean_reward` are means over the pairs since the last log. TRL's own average each batch's mean
+    alike, so a short last eval batch (68 held-out pairs in batches of 64: 64 and 4) weighs as much as a full one.
+    Batches are weighted by this process's pairs: accelerate evens the last batch out across processes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pairs: dict[str, list[int]] = {"train": [], "eval": []}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        pairs = len(inputs["input_ids"]) // 2  # TRL's collator stacks the chosen, then the rejected
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        self._pairs["train" if self.model.training else "eval"].append(pairs)
+        return result
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics, pairs = self._metrics[mode], self._pairs[mode]
+        for key in ("accuracy", "margin", "mean_reward"):
+            if pairs and len(metrics.get(key, ())) == len(pairs):
+                metrics[key] = [sum(v * n for v, n in zip(metrics[key], pairs, strict=True)) / sum(pairs)]
+        pairs.clear()
+        super().log(logs, start_time)
 
 
 def train_sft(model, tokenizer: PreTrainedTokenizerBase, dataset, training_args, model_args: ModelArguments,

@@ -223,3 +223,27 @@ def test_resume_picks_the_newest_marked_checkpoint_and_removes_what_a_kill_left(
     removed = remove_torn(tmp_path, resume)
     assert sorted(p.name for p in removed) == [".adapter_model.safetensors.tmp-7", "checkpoint-6"]
     assert (tmp_path / FINAL_DIR).is_dir() and (tmp_path / "checkpoint-2").is_dir()
+
+
+def test_reward_trainer_eval_accuracy_and_margin_are_means_over_pairs_not_batches(tiny_checkpoint, tmp_path):
+    from trl import RewardConfig
+
+    from posttrain.training import RewardTrainer, build_reward_model_and_tokenizer
+
+    pairs = Dataset.from_list([{"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}],
+                                "chosen": [{"role": "assistant", "content": f"\\boxed{{{2 * i}}}"}],
+                                "rejected": [{"role": "assistant", "content": f"maybe {i * 7 % 5}"}]}
+                               for i in range(5)])
+    model, tokenizer = build_reward_model_and_tokenizer(ModelArguments(model_name_or_path=str(tiny_checkpoint)),
+                                                        seed=0)
+    args = RewardConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_length=64,
+                        per_device_eval_batch_size=4)  # 5 pairs: batches of 4 and 1
+    trainer = RewardTrainer(model=model, args=args, train_dataset=pairs, eval_dataset=pairs,
+                            processing_class=tokenizer)
+    results = trainer.evaluate()
+    with torch.no_grad():
+        margins = [(model(input_ids=torch.tensor([row["chosen_ids"]])).logits
+                    - model(input_ids=torch.tensor([row["rejected_ids"]])).logits).item()
+                   for row in trainer.eval_dataset]
+    assert results["eval_accuracy"] == pytest.approx(sum(m > 0 for m in margins) / 5)
+    assert results["eval_margin"] == pytest.approx(sum(margins) / 5, abs=1e-4)
