@@ -74,6 +74,27 @@ def pairwise_accuracy(scores: list[float], correct: list[bool], problems: list[i
     return (wins / pairs if pairs else float("nan")), pairs
 
 
+def paired_difference(pairs: list[tuple[bool, bool]]) -> tuple[float, float]:
+    """Mean of (a - b) over paired outcomes (the same problems, two policies) and its standard error.
+
+    >>> mean, se = paired_difference([(True, False), (True, True), (False, False), (True, False)])
+    >>> mean, round(se, 4)
+    (0.5, 0.2887)
+    """
+    d = [float(a) - float(b) for a, b in pairs]
+    mean = sum(d) / len(d)
+    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1) if len(d) > 1 else 0.0
+    return mean, math.sqrt(var / len(d))
+
+
+def ends(values: list[float]) -> dict[str, float] | None:
+    """Means of the first and the last fifth of a logged series (None when empty)."""
+    if not values:
+        return None
+    k = max(1, len(values) // 5)
+    return {"first": sum(values[:k]) / k, "last": sum(values[-k:]) / k}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sft", required=True, help="The SFT checkpoint every run starts from.")
@@ -138,33 +159,42 @@ def report(args: argparse.Namespace, out: Path, rm: Path, runs: dict[str, Path])
     record_wall(out, "eval_sampled", start)
     scorer = get_reward({"name": "reward_model", "model": str(rm / "final"), "batch_size": 64})
     held_out_rm = json.loads((rm / "final" / "reward_eval.json").read_text())
+    base = {s["problem"]: s["correct"] for s in greedy[0].samples}
     rows = []
     for (label, path), result, sampled in zip(policies.items(), greedy, own, strict=True):
         n, acc = len(result.samples), result.metrics["pass@1"]
+        gain, gain_se = paired_difference([(s["correct"], base[s["problem"]]) for s in result.samples])
         samples = sampled.samples
         scores = scorer(prompts=[s["prompt"] for s in samples], completions=[s["completion"] for s in samples])
         rm_acc, pairs = pairwise_accuracy(scores, [s["correct"] for s in samples], [s["problem"] for s in samples])
         rows.append({"policy": label, "n": n, "accuracy": acc, "se": math.sqrt(acc * (1 - acc) / n),
-                     "sampled_accuracy": sampled.metrics["pass@1"], "rm_pairwise": rm_acc, "rm_pairs": pairs,
-                     "checkpoint": str(path)})
-    vote_log = json.loads((runs["vote only (no labels)"] / f"checkpoint-{args.steps}" / "trainer_state.json")
-                          .read_text())["log_history"]
-    label_acc = [h["vote/label_accuracy"] for h in vote_log if "vote/label_accuracy" in h]
-    share = [h["vote/share"] for h in vote_log if "vote/share" in h]
-    summary = {"rows": rows, "reward_model_heldout": held_out_rm,
-               "vote_label_accuracy": {"first": label_acc[:1], "last": label_acc[-1:],
-                                       "mean": sum(label_acc) / len(label_acc) if label_acc else None},
-               "vote_share": {"first": share[:1], "last": share[-1:]}, "steps": args.steps,
-               "wall_s": json.loads((out / "wall_s.json").read_text())}
+                     "gain": gain, "gain_se": gain_se, "sampled_accuracy": sampled.metrics["pass@1"],
+                     "sampled_no_answer": sum(s["answer"] is None for s in samples) / len(samples),
+                     "sampled_tokens": sum(s["response_tokens"] or 0 for s in samples) / len(samples),
+                     "rm_pairwise": rm_acc, "rm_pairs": pairs, "checkpoint": str(path)})
+    history = {label: json.loads((run_dir / f"checkpoint-{args.steps}" / "trainer_state.json").read_text())
+               ["log_history"] for label, run_dir in runs.items()}
+    training_reward = {label: ends([h["reward"] for h in logs if "reward" in h]) for label, logs in history.items()}
+    vote_log = history["vote only (no labels)"]
+    summary = {"rows": rows, "reward_model_heldout": held_out_rm, "training_reward": training_reward,
+               **{f"vote_{key}": ends([h[f"vote/{key}"] for h in vote_log if f"vote/{key}" in h])
+                  for key in ("label_accuracy", "share", "labelled")},
+               "steps": args.steps, "wall_s": json.loads((out / "wall_s.json").read_text())}
     (out / "model_rewards.json").write_text(json.dumps(summary, indent=2))
-    lines = ["| policy | held-out pass@1 (greedy) | n | s.e. | sampled pass@1 (T=1) | reward model's pairwise "
-             "accuracy on this policy's samples (pairs) |", "|---|---|---|---|---|---|"]
+    lines = ["| policy | held-out pass@1 (greedy) | n | s.e. | change vs no RL (paired s.e.) | sampled pass@1 (T=1) "
+             "| sampled: no answer, mean tokens | reward model's pairwise accuracy on this policy's samples (pairs) "
+             "| training reward (first, last 20%) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        trend = training_reward.get(r["policy"])
         lines.append(f"| {r['policy']} | {r['accuracy']:.3f} | {r['n']} | {r['se']:.3f} | "
-                     f"{r['sampled_accuracy']:.3f} | {r['rm_pairwise']:.3f} ({r['rm_pairs']}) |")
+                     f"{r['gain']:+.3f} ({r['gain_se']:.3f}) | {r['sampled_accuracy']:.3f} | "
+                     f"{r['sampled_no_answer']:.3f}, {r['sampled_tokens']:.1f} | "
+                     f"{r['rm_pairwise']:.3f} ({r['rm_pairs']}) | "
+                     + (f"{trend['first']:.3f} -> {trend['last']:.3f} |" if trend else "|"))
+    vote = {key: summary[f"vote_{key}"] for key in ("label_accuracy", "share", "labelled")}
     lines += ["", f"Reward model on its held-out pairs: accuracy {held_out_rm.get('eval_accuracy', float('nan')):.3f} "
-              f"({held_out_rm['pairs']} pairs). vote: pseudo-label accuracy {summary['vote_label_accuracy']}, "
-              f"vote share {summary['vote_share']} (first and last logged)."]
+              f"({held_out_rm['pairs']} pairs). vote over its run (first 20% of logged steps -> last 20%): "
+              + "; ".join(f"{key} {v['first']:.3f} -> {v['last']:.3f}" for key, v in vote.items() if v) + "."]
     (out / "model_rewards.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(rows, out / "model_rewards.png")
