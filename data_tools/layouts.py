@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from posttrain.errors import UserError
+
 LAYOUTS = ("messages", "sharegpt", "alpaca", "prompt_response", "preference")
 ROLES = ("system", "user", "assistant")
 CANONICAL = ("id", "domain", "source", "messages", "solution", "tests", "entry_point")
@@ -131,7 +133,7 @@ def to_messages(raw: dict[str, Any], layout: str, fields: dict[str, str]) -> lis
         prompt = _text(raw, "prompt", fields)
         output = _text(raw, "response", fields, required=False)
     else:
-        raise ValueError(f"unknown layout {layout!r}; valid layouts: {list(LAYOUTS)}")
+        raise UserError(f"unknown layout {layout!r}; valid layouts: {list(LAYOUTS)}")
     return [{"role": "user", "content": prompt}] + ([{"role": "assistant", "content": output}] if output else [])
 
 

@@ -13,6 +13,7 @@ from datasets import Dataset
 from data_tools.generators import prompt_dataset
 from data_tools.mix import STATS_FILE, build_mix, load_mix
 from data_tools.sources import read_source
+from posttrain.errors import MissingFileError, UserError
 
 _SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -38,6 +39,8 @@ def load_sft_dataset(path: str | Path, workdir: str | Path | None = None) -> Dat
         return _read_any(path, require_response=True)
     if workdir is None:
         raise ValueError(f"load_sft_dataset({path!r}): a mix spec needs a workdir to build the mix into")
+    if not Path(path).is_file():
+        raise MissingFileError(f"mix spec {path}: no such file")
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     stats_path = Path(workdir) / STATS_FILE
     if stats_path.is_file() and json.loads(stats_path.read_text()).get("spec_sha256") == digest:
@@ -131,9 +134,9 @@ def load_preferences(path: str | Path) -> Dataset:
     """
     rows = _read_any(str(path), require_response=True)
     if "rejected" not in rows.column_names:
-        raise ValueError(f"{path}: not preference data: expected TRL's preference layout, columns `chosen` and "
-                         f"`rejected` (with an explicit `prompt` or a shared conversation start); found "
-                         f"{sorted(rows.column_names)}")
+        raise UserError(f"{path}: not preference data: expected TRL's preference layout, columns `chosen` and "
+                        f"`rejected` (with an explicit `prompt` or a shared conversation start); found "
+                        f"{sorted(rows.column_names)}")
 
     def to_pair(messages: list[dict[str, str]]) -> dict[str, Any]:
         prompt, _ = split_at_answer(messages)
@@ -166,7 +169,7 @@ def load_preference_splits(path: str | Path, eval_path: str | Path | None = None
         return train, load_preferences(eval_path)
     if eval_size > 0:
         if eval_size >= train.num_rows:
-            raise ValueError(f"--eval_size {eval_size}: {path} has only {train.num_rows} pairs; hold out fewer")
+            raise UserError(f"--eval_size {eval_size}: {path} has only {train.num_rows} pairs; hold out fewer")
         split = train.train_test_split(test_size=eval_size, seed=seed)
         return split["train"], split["test"]
     return train, None

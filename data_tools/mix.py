@@ -31,6 +31,7 @@ from data_tools.sources import process_source
 from data_tools.spec import MixSpec, load_spec
 from data_tools.stats import count_by, markdown, token_summary
 from data_tools.text_hashes import NearDuplicateHasher
+from posttrain.errors import UserError
 from posttrain.files import replacing_dir
 
 logger = logging.getLogger(__name__)
@@ -69,13 +70,13 @@ def build_mix(spec: MixSpec | str | Path, output: str | Path, on_error: str = "r
     """
     started = time.time()
     if on_error not in ON_ERROR:
-        raise ValueError(f"--on_error: expected one of {list(ON_ERROR)}, got {on_error!r}")
+        raise UserError(f"--on_error: expected one of {list(ON_ERROR)}, got {on_error!r}")
     spec_sha256 = None
     if isinstance(spec, (str, Path)):
         spec, spec_sha256 = load_spec(spec), hashlib.sha256(Path(spec).read_bytes()).hexdigest()
     output = Path(output)
     if output.exists() and not overwrite:
-        raise ValueError(f"--output {output}: already exists; pass --overwrite to replace it")
+        raise UserError(f"--output {output}: already exists; pass --overwrite to replace it")
     num_proc = num_proc or spec.num_proc or os.cpu_count() or 1
     if num_proc > 1:
         # Workers tokenize one batch each on their own core; Rust threads inside them would only contend.
@@ -184,8 +185,8 @@ def load_mix(path: str | Path) -> Dataset:
     >>> load_mix("/nonexistent")
     Traceback (most recent call last):
     ...
-    ValueError: mix /nonexistent: not a finished mix dir (no stats.json); build it with `posttrain data build`
+    posttrain.errors.UserError: mix /nonexistent: not a finished mix dir (no stats.json); build it with ...
     """
     if not (Path(path) / STATS_FILE).is_file():
-        raise ValueError(f"mix {path}: not a finished mix dir (no {STATS_FILE}); build it with `posttrain data build`")
+        raise UserError(f"mix {path}: not a finished mix dir (no {STATS_FILE}); build it with `posttrain data build`")
     return load_from_disk(str(path))

@@ -34,6 +34,7 @@ from data_tools.distill.config import DistillConfig, SamplingConfig, TeacherConf
 from data_tools.distill.run import COMPLETE, generate_samples, prepare_run
 from data_tools.distill.select import Verifier
 from data_tools.spec import from_mapping, read_yaml
+from posttrain.errors import UserError
 from posttrain.files import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -63,11 +64,11 @@ class PreferenceConfig:
 
     def __post_init__(self) -> None:
         if self.pairs_per_prompt < 1:
-            raise ValueError(f"pairs_per_prompt: expected a whole number >= 1, got {self.pairs_per_prompt}")
+            raise UserError(f"pairs_per_prompt: expected a whole number >= 1, got {self.pairs_per_prompt}")
         if not 0 <= self.heldout < 1:
-            raise ValueError(f"heldout: expected a share in [0, 1), got {self.heldout}")
+            raise UserError(f"heldout: expected a share in [0, 1), got {self.heldout}")
         if self.sampling.n < 2:
-            raise ValueError(f"sampling.n: pairs need at least 2 samples per prompt, got {self.sampling.n}")
+            raise UserError(f"sampling.n: pairs need at least 2 samples per prompt, got {self.sampling.n}")
 
     def generation(self) -> DistillConfig:
         """The sampling part as a distillation config: what the shared sample store and fingerprint read."""
@@ -96,12 +97,12 @@ def load_preference_config(source: str | Path | dict[str, Any], overrides: list[
         data, where = read_yaml(Path(source), "preference config"), str(source)
     data = apply_overrides(data or {}, overrides or [])
     if not isinstance(data.get("prompts"), list) or not data["prompts"]:
-        raise ValueError(f"{where}: prompts: expected a non-empty list of sources, e.g. "
-                         "[{builtin: arithmetic, rows: 500}] or [{path: prompts.jsonl, domain: math}]")
+        raise UserError(f"{where}: prompts: expected a non-empty list of sources, e.g. "
+                        "[{builtin: arithmetic, rows: 500}] or [{path: prompts.jsonl, domain: math}]")
     for name in ("output_dir", "policy"):
         if name not in data:
-            raise ValueError(f"{where}: {name}: required" + (", e.g. {backend: hf, model: outputs/tiny/sft/final}"
-                                                             if name == "policy" else ""))
+            raise UserError(f"{where}: {name}: required" + (", e.g. {backend: hf, model: outputs/tiny/sft/final}"
+                                                            if name == "policy" else ""))
     for name, cls in (("policy", TeacherConfig), ("sampling", SamplingConfig), ("verify", VerifyConfig)):
         if name in data:
             data[name] = from_mapping(cls, data[name], f"{where}: {name}")
@@ -227,7 +228,7 @@ def run_preferences(config: PreferenceConfig, backend: Any = None) -> dict[str, 
     prompts = prepare_run(generation, out)
     verifier = Verifier(config.verify)
     verifier.check(["prompt", "solution", "tests", "entry_point", "id", "domain", "source"])
-    records = generate_samples(generation, prompts, verifier, backend)
+    records = generate_samples(generation, prompts, verifier, backend, section="policy")
     train, heldout, stats = make_pairs(config, prompts, records)
     (out / COMPLETE).unlink(missing_ok=True)
     write_atomic(out / TRAIN_FILE, _jsonl(train))

@@ -23,6 +23,7 @@ from data_tools.text_hashes import (
     window_hashes,
     words,
 )
+from posttrain.errors import UserError
 from posttrain.files import parse_json_object
 
 OK, BLANK = "ok", "blank"
@@ -178,7 +179,7 @@ class RowProcessor:
             except FieldError as exc:
                 message = f"{self.origin} row {row}, {exc}"
                 if self.on_error != "skip":
-                    raise ValueError(f"{message} (pass --on_error skip to skip and count bad rows)") from None
+                    raise UserError(f"{message} (pass --on_error skip to skip and count bad rows)") from None
                 status = message
             out["_row"].append(row)
             out["_status"].append(status)
@@ -238,7 +239,7 @@ class RowProcessor:
             if self.assistant_masks:
                 mask = encoded["assistant_masks"][j]
                 if 1 not in mask:
-                    raise ValueError(
+                    raise UserError(
                         f"{self.origin} row {out['_row'][i]}: the tokenizer's chat template marks no assistant "
                         "tokens; it needs {% generation %} markers, or set assistant_masks: false in the mix spec"
                     )

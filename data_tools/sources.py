@@ -26,6 +26,7 @@ from data_tools.process import BLANK, OK, RowProcessor
 from data_tools.spec import SourceSpec
 from data_tools.text_hashes import hash64
 from posttrain.config_files import from_mapping
+from posttrain.errors import UserError
 
 # Loader of each file suffix; JSONL is read as text lines so a malformed line is reported (or skipped) by number.
 SUFFIXES = {".jsonl": "text", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -50,10 +51,10 @@ def _expand(source: SourceSpec) -> list[Path]:
         if glob.has_magic(pattern):
             matched = sorted(glob.glob(pattern))
             if not matched:
-                raise ValueError(f"{source.where}: path {pattern!r} matches no file")
+                raise UserError(f"{source.where}: path {pattern!r} matches no file")
             paths += [Path(p) for p in matched]
         elif not Path(pattern).exists():
-            raise ValueError(f"{source.where}: path {os.path.abspath(pattern)}: no such file or directory")
+            raise UserError(f"{source.where}: path {os.path.abspath(pattern)}: no such file or directory")
         else:
             paths.append(Path(pattern))
     return paths
@@ -110,7 +111,7 @@ def open_parts(source: SourceSpec, workdir: str, seed: int, count: int | None, o
     (empty, not UTF-8, malformed) raises, or with `on_error="skip"` becomes a part holding only its error."""
     if source.builtin is not None:
         if count is None:
-            raise ValueError(f"{source.where}: a builtin source needs rows (how many to generate)")
+            raise UserError(f"{source.where}: a builtin source needs rows (how many to generate)")
         kwargs = {"task": source.builtin, "n": count, "seed": source.seed if source.seed is not None else seed,
                   "split": source.split or "train", "options": source.options}
         ds = Dataset.from_generator(_builtin_rows, gen_kwargs=kwargs, cache_dir=workdir)
@@ -119,7 +120,7 @@ def open_parts(source: SourceSpec, workdir: str, seed: int, count: int | None, o
         try:
             ds = load_dataset(source.hub, source.subset, split=source.split or "train")
         except Exception as exc:  # noqa: BLE001 - any loading failure is reported with the source named
-            raise ValueError(f"{source.where}: cannot load hub dataset {source.hub!r}: {exc}") from None
+            raise UserError(f"{source.where}: cannot load hub dataset {source.hub!r}: {exc}") from None
         return [RawPart(source.hub, ds)]
     parts = []
     for path in _expand(source):
@@ -128,8 +129,8 @@ def open_parts(source: SourceSpec, workdir: str, seed: int, count: int | None, o
             continue
         loader = SUFFIXES.get(path.suffix.lower())
         if loader is None:
-            raise ValueError(f"{source.where}: {path}: unsupported file type {path.suffix!r}; expected one of "
-                             f"{sorted(SUFFIXES)} or a datasets save_to_disk directory")
+            raise UserError(f"{source.where}: {path}: unsupported file type {path.suffix!r}; expected one of "
+                            f"{sorted(SUFFIXES)} or a datasets save_to_disk directory")
         try:
             if path.stat().st_size == 0:  # `datasets` fails on it without saying why
                 raise ValueError("empty file")
@@ -137,7 +138,7 @@ def open_parts(source: SourceSpec, workdir: str, seed: int, count: int | None, o
         except Exception as exc:  # noqa: BLE001 - a parse failure of the whole file, named
             message = _read_failure(source, path, exc)
             if on_error != "skip":
-                raise ValueError(f"{message} (pass --on-error skip to skip it)") from None
+                raise UserError(f"{message} (pass --on_error skip to skip it)") from None
             parts.append(RawPart(str(path), Dataset.from_dict({}), error=message))
             continue
         parts.append(RawPart(str(path), ds, json_lines=loader == "text"))
@@ -148,12 +149,12 @@ def _load_dir(path: Path, source: SourceSpec) -> Dataset:
     try:
         ds = load_from_disk(str(path))
     except FileNotFoundError:
-        raise ValueError(f"{source.where}: {path} is a directory but not a datasets save_to_disk dir; give data "
-                         "files or a glob instead") from None
+        raise UserError(f"{source.where}: {path} is a directory but not a datasets save_to_disk dir; give data "
+                        "files or a glob instead") from None
     if isinstance(ds, datasets.DatasetDict):
         split = source.split or "train"
         if split not in ds:
-            raise ValueError(f"{source.where}: split {split!r} is not in {path}; it has {sorted(ds)}")
+            raise UserError(f"{source.where}: split {split!r} is not in {path}; it has {sorted(ds)}")
         ds = ds[split]
     return ds
 
@@ -174,7 +175,7 @@ def resolve_layout(source: SourceSpec, part: RawPart, prompts_only: bool = False
         columns = part.dataset.column_names
     layout = detect_layout(columns, source.fields, prompts_only)
     if layout is None:
-        raise ValueError(
+        raise UserError(
             f"{source.where}: {part.origin}: cannot tell the layout from fields {columns[:20]}; expected messages, "
             "conversations (sharegpt), instruction+output (alpaca) or prompt+response, or set `layout` and `fields`"
         )
@@ -209,7 +210,7 @@ def process_source(
         ))
     ds = concatenate_datasets(outputs) if len(outputs) > 1 else outputs[0]
     if not ds.num_rows or pc.all(pc.equal(ds.data.column("_status"), BLANK)).as_py():
-        raise ValueError(f"{source.where}: empty source (no rows); expected at least one row")
+        raise UserError(f"{source.where}: empty source (no rows); expected at least one row")
     return ds
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from data_tools.generators import SPLITS, TASKS, make_config
 from data_tools.layouts import FIELDS, LAYOUTS
 from posttrain.config_files import from_mapping, read_yaml
+from posttrain.errors import UserError
 
 
 @dataclass
@@ -48,35 +49,35 @@ class SourceSpec:
     def __post_init__(self) -> None:
         kinds = [k for k in ("path", "hub", "builtin") if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError(f"give exactly one of path, hub, builtin (got {kinds or 'none'})")
+            raise UserError(f"give exactly one of path, hub, builtin (got {kinds or 'none'})")
         if self.builtin is not None:
             if self.builtin not in TASKS:
-                raise ValueError(f"builtin: unknown task {self.builtin!r}; valid tasks: {sorted(TASKS)}")
+                raise UserError(f"builtin: unknown task {self.builtin!r}; valid tasks: {sorted(TASKS)}")
             if self.split is not None and self.split not in SPLITS:
-                raise ValueError(f"split: a builtin split is one of {list(SPLITS)}, got {self.split!r}")
+                raise UserError(f"split: a builtin split is one of {list(SPLITS)}, got {self.split!r}")
             make_config(self.builtin, self.options)  # unknown or bad knobs fail here, before any work
             self.name = self.name or f"builtin:{self.builtin}"
             self.domain = self.domain or TASKS[self.builtin].domain
             self.near_dedupe = bool(self.near_dedupe)
         else:
             if self.options:
-                raise ValueError("options: only builtin sources take generator options")
+                raise UserError("options: only builtin sources take generator options")
             if self.domain is None and "domain" not in self.fields:
-                raise ValueError("domain: required (a tag such as math, code, chat), or map a column in fields.domain")
+                raise UserError("domain: required (a tag such as math, code, chat), or map a column in fields.domain")
             paths = [self.path] if isinstance(self.path, str) else self.path
             self.name = self.name or self.hub or ",".join(Path(p).name for p in paths)
             self.near_dedupe = True if self.near_dedupe is None else self.near_dedupe
         if self.rows is not None and self.weight is not None:
-            raise ValueError("give rows or weight, not both")
+            raise UserError("give rows or weight, not both")
         if self.rows is not None and (not isinstance(self.rows, int) or self.rows < 1):
-            raise ValueError(f"rows: expected a whole number >= 1, got {self.rows!r}")
+            raise UserError(f"rows: expected a whole number >= 1, got {self.rows!r}")
         if self.weight is not None and (not isinstance(self.weight, (int, float)) or self.weight < 0):
-            raise ValueError(f"weight: expected a number >= 0, got {self.weight!r}")
+            raise UserError(f"weight: expected a number >= 0, got {self.weight!r}")
         if self.layout != "auto" and self.layout not in LAYOUTS:
-            raise ValueError(f"layout: {self.layout!r} is not auto or one of {list(LAYOUTS)}")
+            raise UserError(f"layout: {self.layout!r} is not auto or one of {list(LAYOUTS)}")
         unknown = sorted(set(self.fields) - set(FIELDS))
         if unknown:
-            raise ValueError(f"fields: unknown field(s) {unknown}; valid fields: {list(FIELDS)}")
+            raise UserError(f"fields: unknown field(s) {unknown}; valid fields: {list(FIELDS)}")
 
     @property
     def where(self) -> str:
@@ -98,9 +99,9 @@ class DedupeSpec:
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
-            raise ValueError(f"threshold: expected a number between 0 and 1, got {self.threshold}")
+            raise UserError(f"threshold: expected a number between 0 and 1, got {self.threshold}")
         if self.num_perm < 2 or self.shingle < 1:
-            raise ValueError("num_perm must be >= 2 and shingle >= 1")
+            raise UserError("num_perm must be >= 2 and shingle >= 1")
 
 
 @dataclass
@@ -118,7 +119,7 @@ class DecontaminateSpec:
 
     def __post_init__(self) -> None:
         if self.ngram < 1 or not 0 < self.min_overlap <= 1:
-            raise ValueError("ngram must be >= 1 and min_overlap in (0, 1]")
+            raise UserError("ngram must be >= 1 and min_overlap in (0, 1]")
 
 
 @dataclass
@@ -141,27 +142,27 @@ class MixSpec:
 
     def __post_init__(self) -> None:
         if not self.sources:
-            raise ValueError("sources: the mix lists no sources; expected at least one")
+            raise UserError("sources: the mix lists no sources; expected at least one")
         names = [s.name for s in self.sources]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            raise ValueError(f"sources: names {twice} are used twice; give each source a distinct `name`")
+            raise UserError(f"sources: names {twice} are used twice; give each source a distinct `name`")
         weighted = [s for s in self.sources if s.weight is not None]
         if weighted:
             if self.total_rows is None:
-                raise ValueError("total_rows: required when a source is given by weight (it shares total_rows)")
+                raise UserError("total_rows: required when a source is given by weight (it shares total_rows)")
             if sum(s.weight for s in weighted) <= 0:
-                raise ValueError(f"weights: the weights of {[s.name for s in weighted]} sum to zero; give at least "
-                                 "one a positive weight")
+                raise UserError(f"weights: the weights of {[s.name for s in weighted]} sum to zero; give at least "
+                                "one a positive weight")
         elif self.total_rows is not None:
-            raise ValueError("total_rows: only used with weights; give sources a weight or drop total_rows")
+            raise UserError("total_rows: only used with weights; give sources a weight or drop total_rows")
         for s in self.sources:
             if s.builtin is not None and s.rows is None and s.weight is None:
-                raise ValueError(f"{s.where}: a builtin source needs rows or weight (how many to generate)")
+                raise UserError(f"{s.where}: a builtin source needs rows or weight (how many to generate)")
         if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens: expected a number >= 1 or null, got {self.max_tokens}")
+            raise UserError(f"max_tokens: expected a number >= 1 or null, got {self.max_tokens}")
         if self.num_proc is not None and self.num_proc < 1:
-            raise ValueError(f"num_proc: expected a number >= 1 or null, got {self.num_proc}")
+            raise UserError(f"num_proc: expected a number >= 1 or null, got {self.num_proc}")
 
     def targets(self) -> list[int | None]:
         """Rows wanted from each source: its `rows`, its share of `total_rows`, or None for all."""
@@ -177,17 +178,17 @@ def parse_spec(data: Any, where: str = "mix spec") -> MixSpec:
     ('builtin:arithmetic', 'math', [10])
     """
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping with `sources`, got {type(data).__name__}")
+        raise UserError(f"{where}: expected a mapping with `sources`, got {type(data).__name__}")
     data = dict(data)
     raw_sources = data.pop("sources", None)
     if not isinstance(raw_sources, list):
-        raise ValueError(f"{where}: sources: expected a list of sources, got {type(raw_sources).__name__}")
+        raise UserError(f"{where}: sources: expected a list of sources, got {type(raw_sources).__name__}")
     sources = [from_mapping(SourceSpec, s, f"{where}: sources[{i}]") for i, s in enumerate(raw_sources)]
     decontaminate = data.pop("decontaminate", None) or {}
     if isinstance(decontaminate, dict):
         against = decontaminate.get("against") or []
         if not isinstance(against, list):
-            raise ValueError(f"{where}: decontaminate: against: expected a list of sources")
+            raise UserError(f"{where}: decontaminate: against: expected a list of sources")
         decontaminate = {**decontaminate, "against": [
             from_mapping(SourceSpec, s, f"{where}: decontaminate: against[{i}]") for i, s in enumerate(against)]}
     return from_mapping(MixSpec, {

@@ -21,6 +21,7 @@ from typing import Any
 
 from data_tools.generators import TASKS
 from data_tools.generators import generate as generate_task
+from posttrain.errors import UserError
 from posttrain.files import RowError, read_jsonl
 from rewards import get_reward
 
@@ -86,7 +87,7 @@ def load_benchmark(spec: str, prompt_template: str | None = None, limit: int | N
     ('code', 2, 'HumanEval/0')
     """
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
+        raise UserError(f"limit must be >= 1, got {limit}")
     name, _, path = spec.partition(":")
     if name == "gsm8k":
         bench = _gsm8k(path or None)
@@ -97,7 +98,7 @@ def load_benchmark(spec: str, prompt_template: str | None = None, limit: int | N
     elif spec.endswith((".jsonl", ".jsonl.gz")) or Path(spec).is_file():
         bench = _jsonl(Path(spec))
     else:
-        raise ValueError(
+        raise UserError(
             f"unknown benchmark {spec!r}: use one of {known_benchmarks()}, 'gsm8k:PATH', 'humaneval:PATH', "
             "or a path to a .jsonl file with 'prompt' and 'solution' or 'tests' columns"
         )
@@ -196,7 +197,7 @@ def _jsonl(path: Path) -> Benchmark:
         check_row(path, number, row, scorer)
         rows.append({"id": row.get("id", number - 1), **row})
     if reward is None:
-        raise ValueError(f"benchmark file {path} has no rows")
+        raise UserError(f"benchmark file {path} has no rows")
     name = path.name.removesuffix(".gz").removesuffix(".jsonl")
     return Benchmark(name, reward, rows, str(path))
 

@@ -15,6 +15,7 @@ import torch
 from transformers import AutoTokenizer
 
 from eval.benchmarks import Benchmark, load_benchmark
+from posttrain.errors import MissingFileError, UserError
 from posttrain.generation import check_sampling, encode_prompts, generate, generate_vllm, load_checkpoint, load_vllm
 from eval.report import checkpoint_step, write_report, write_results
 from eval.scoring import Result, score
@@ -31,13 +32,13 @@ def resolve_models(paths: Sequence[str | Path]) -> list[Path]:
     >>> resolve_models(["/no/such/ckpt"])
     Traceback (most recent call last):
     ...
-    FileNotFoundError: checkpoint /no/such/ckpt does not exist
+    posttrain.errors.MissingFileError: checkpoint /no/such/ckpt does not exist
     """
     resolved = []
     for given in paths:
         path = Path(given)
         if not path.exists():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
+            raise MissingFileError(f"checkpoint {path} does not exist")
         if (path / "config.json").is_file():
             resolved.append(path)
             continue
@@ -47,12 +48,12 @@ def resolve_models(paths: Sequence[str | Path]) -> list[Path]:
             if checkpoint_step(sub) is not None and (sub / "config.json").is_file()
         )
         if not steps:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{path} is not a checkpoint (no config.json) and holds no checkpoint-<step> directories"
             )
         resolved += [sub for _, sub in steps]
     if not resolved:
-        raise ValueError("no checkpoints given: pass at least one model path")
+        raise UserError("no checkpoints given: pass at least one model path")
     return resolved
 
 
@@ -90,19 +91,19 @@ def evaluate(
     ``evaluate(["runs/grpo"], ["gsm8k:test.jsonl"], limit=200)[0].metrics["pass@1"]``.
     """
     if speculative and backend != "hf":
-        raise ValueError("speculative decoding runs on the hf backend; vLLM has its own (--speculative-config)")
+        raise UserError("speculative decoding runs on the hf backend; vLLM has its own (--speculative-config)")
     if backend not in EVAL_BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: use one of {list(EVAL_BACKENDS)}")
+        raise UserError(f"unknown backend {backend!r}: use one of {list(EVAL_BACKENDS)}")
     if temperature is None:
         temperature = 0.0 if num_samples == 1 else SAMPLED_TEMPERATURE
     check_sampling(num_samples, temperature)
     ks = sorted({k} if isinstance(k, int) else set(k))
     if not ks or ks[0] < 1 or ks[-1] > num_samples:
-        raise ValueError(f"every k must be in 1..num_samples ({num_samples}), got {list(k)}: raise --num_samples")
+        raise UserError(f"every k must be in 1..num_samples ({num_samples}), got {list(k)}: raise --num_samples")
     models = resolve_models(model_paths)
     benches = [b if isinstance(b, Benchmark) else load_benchmark(b, prompt_template, limit) for b in benchmarks]
     if not benches:
-        raise ValueError("no benchmarks given")
+        raise UserError("no benchmarks given")
     out = Path(output_dir) if output_dir is not None else None
     config: dict[str, Any] = dict(
         num_samples=num_samples, k=ks, limit=limit, temperature=temperature, top_p=top_p,

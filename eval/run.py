@@ -17,6 +17,7 @@ from pathlib import Path
 from eval.benchmarks import known_benchmarks
 from eval.harness import EVAL_BACKENDS, evaluate
 from eval.report import headline_metrics
+from posttrain.errors import exit_on_user_error
 
 
 def parse_ks(text: str) -> list[int]:
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse, evaluate, print the headline numbers; user errors exit with status 2 and one line."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error(parser.prog):
         results = evaluate(
             args.model, args.benchmark, num_samples=args.num_samples, k=args.k, limit=args.limit,
             output_dir=args.output, temperature=args.temperature, top_p=args.top_p,
@@ -82,8 +83,6 @@ def main(argv: list[str] | None = None) -> int:
             backend=args.backend, prompt_template=args.prompt_template, chat_template=args.chat_template,
             speculative=args.speculative,
         )
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        parser.error(str(err))
     for result in results:
         shown = ", ".join(f"{m}={result.metrics[m]:.3f}" for m in headline_metrics([result]))
         print(f"{result.model}  {result.benchmark}: {shown}")

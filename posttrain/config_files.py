@@ -10,7 +10,7 @@ Sampling(n=8)
 >>> from_mapping(Sampling, {"m": 1}, "config.yaml: sampling")
 Traceback (most recent call last):
 ...
-ValueError: config.yaml: sampling: unknown option(s) ['m']; valid options: ['n']
+posttrain.errors.UserError: config.yaml: sampling: unknown option(s) ['m']; valid options: ['n']
 """
 
 from __future__ import annotations
@@ -22,16 +22,18 @@ from typing import Any
 
 import yaml
 
+from posttrain.errors import MissingFileError, UserError
+
 
 def read_yaml(path: str | Path, what: str) -> Any:
     """A YAML file's content; a missing file or bad YAML is a ValueError naming `what` and the path."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{what} {path}: no such file")
+        raise MissingFileError(f"{what} {path}: no such file")
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"{what} {path}: not valid YAML: {exc}") from None
+        raise UserError(f"{what} {path}: not valid YAML: {exc}") from None
 
 
 def from_mapping(cls: type, data: Any, where: str) -> Any:
@@ -40,15 +42,15 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping of options, got {type(data).__name__}")
+        raise UserError(f"{where}: expected a mapping of options, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown option(s) {unknown}; valid options: {sorted(names)}")
+        raise UserError(f"{where}: unknown option(s) {unknown}; valid options: {sorted(names)}")
     try:
         return cls(**data)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise UserError(f"{where}: {exc}") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -61,12 +63,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {item!r}: expected key=value, e.g. sampling.n=8 or teacher.model=path")
+            raise UserError(f"override {item!r}: expected key=value, e.g. sampling.n=8 or teacher.model=path")
         node = out
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a mapping")
+                raise UserError(f"override {item!r}: {part!r} is not a mapping")
         node[leaf] = yaml.safe_load(text)
     return out

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from posttrain.errors import MissingFileError, UserError
+
 
 def fsync_dir(directory: str | os.PathLike) -> None:
     """Make a directory's entries (a new or renamed file's name) durable."""
@@ -100,7 +102,7 @@ def parse_json_object(line: str) -> dict[str, Any]:
     return row
 
 
-class RowError(ValueError):
+class RowError(UserError):
     """A bad row of a data file; the message names the file, the line and, where one is at fault, the field."""
 
     def __init__(self, path: str | os.PathLike, line: int, problem: str, field: str | None = None) -> None:
@@ -128,7 +130,7 @@ def read_jsonl(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise MissingFileError(f"{path} does not exist")
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from posttrain.errors import MissingPackageError, UserError
 from posttrain.model import load_model
 from posttrain.model.speculative import SpeculativeStats
 
@@ -44,7 +45,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
+        raise UserError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
     return torch.device(device)
 
 
@@ -82,7 +83,7 @@ def encode_prompts(
     """
     use_chat = bool(tokenizer.chat_template) if chat_template is None else chat_template
     if use_chat and not tokenizer.chat_template:
-        raise ValueError("chat_template=True but the tokenizer has no chat template")
+        raise UserError("chat_template=True but the tokenizer has no chat template")
     encoded = []
     for prompt in prompts:
         if use_chat:
@@ -92,7 +93,7 @@ def encode_prompts(
         elif isinstance(prompt, str):
             encoded.append(tokenizer(prompt)["input_ids"])
         else:
-            raise ValueError("a prompt given as messages needs a chat template")
+            raise UserError("a prompt given as messages needs a chat template")
     return encoded
 
 
@@ -102,7 +103,7 @@ def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> lis
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     if not ids:
-        raise ValueError("neither the tokenizer nor the model's generation config names an end token")
+        raise UserError("neither the tokenizer nor the model's generation config names an end token")
     return ids
 
 
@@ -112,14 +113,14 @@ def check_sampling(num_samples: int, temperature: float) -> None:
     >>> check_sampling(8, 0.0)
     Traceback (most recent call last):
     ...
-    ValueError: num_samples=8 needs a temperature > 0 (e.g. 0.6); greedy decoding gives one sample
+    posttrain.errors.UserError: num_samples=8 needs a temperature > 0 (e.g. 0.6); greedy decoding gives one sample
     """
     if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        raise UserError(f"num_samples must be >= 1, got {num_samples}")
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+        raise UserError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0 and num_samples > 1:
-        raise ValueError(
+        raise UserError(
             f"num_samples={num_samples} needs a temperature > 0 (e.g. 0.6); greedy decoding gives one sample"
         )
 
@@ -151,8 +152,8 @@ def generate(
     """
     check_sampling(num_samples, temperature)
     if speculative and not hasattr(model, "pop_speculative_stats"):
-        raise ValueError("speculative decoding drafts with posttrain's DeepSeek-V3 MTP module; "
-                         f"{type(model).__name__} has none (load the checkpoint with load_checkpoint)")
+        raise UserError("speculative decoding drafts with posttrain's DeepSeek-V3 MTP module; "
+                        f"{type(model).__name__} has none (load the checkpoint with load_checkpoint)")
     stop = _stop_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
     sampled = temperature > 0
@@ -206,7 +207,9 @@ def load_vllm(model_path: str | Path, seed: int = 0, **llm_kwargs: Any) -> Any:
     try:
         from vllm import LLM
     except ImportError as err:
-        raise ImportError("--backend vllm needs vLLM: pip install 'posttrain[vllm]' (or use --backend hf)") from err
+        raise MissingPackageError(
+            "--backend vllm needs vLLM: pip install 'posttrain[vllm]' (or use --backend hf)"
+        ) from err
     return LLM(model=str(model_path), seed=seed, **llm_kwargs)
 
 

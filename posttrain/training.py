@@ -29,10 +29,11 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, get_peft_config
 
 from posttrain.cpu_threads import set_cpu_threads
+from posttrain.errors import MissingFileError, UserError, option
 from posttrain.files import write_atomic
 from posttrain.model import (
-    PRESETS, DeepseekV3MTPForCausalLM, add_training_callbacks, load_model, load_reward_model, load_tokenizer,
-    save_model,
+    PRESETS, DeepseekV3MTPForCausalLM, add_training_callbacks, load_config, load_model, load_reward_model,
+    load_tokenizer, save_model,
 )
 from posttrain.model.lora import EXPERT_PARAMETERS, MLA_MODULES, MLP_PARAMETERS
 from posttrain.model.distributed import distributed_config, sharded_at_load
@@ -106,24 +107,24 @@ class ModelArguments(ModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"--dtype {self.dtype!r}: choose float32, bfloat16 or float16")
+            raise UserError(f"--dtype {self.dtype!r}: choose float32, bfloat16 or float16")
         # ModelConfig options our model loading does not take: refuse them rather than ignore them
         for name, default in (("model_revision", "main"), ("attn_implementation", None), ("load_in_8bit", False),
                               ("load_in_4bit", False)):
             if getattr(self, name) != default:
-                raise ValueError(f"--{name} {getattr(self, name)!r}: not supported by posttrain's model loading; "
-                                 f"leave it at {default!r}")
+                raise UserError(f"--{name} {getattr(self, name)!r}: not supported by posttrain's model loading; "
+                                f"leave it at {default!r}")
         if self.mtp_loss_weight is not None and self.mtp_loss_weight < 0:
-            raise ValueError(f"--mtp_loss_weight must be >= 0, got {self.mtp_loss_weight}")
+            raise UserError(f"--mtp_loss_weight must be >= 0, got {self.mtp_loss_weight}")
         threads = self.cpu_threads
         if threads is not None and threads != "auto" and not (str(threads).isdigit() and int(threads) >= 1):
-            raise ValueError(f"--cpu_threads {threads!r}: give a number of threads (>= 1) or 'auto'")
+            raise UserError(f"--cpu_threads {threads!r}: give a number of threads (>= 1) or 'auto'")
         if self.lora_routed_experts:
             self.lora_target_parameters = list(self.lora_target_parameters or []) + [
                 p for p in EXPERT_PARAMETERS if p not in (self.lora_target_parameters or [])]
         if self.lora_target_parameters and self.lora_dropout != 0:
-            raise ValueError(f"--lora_dropout {self.lora_dropout}: PEFT's target_parameters (the MLPs' and experts' "
-                             "weights) needs 0")
+            raise UserError(f"--lora_dropout {self.lora_dropout}: PEFT's target_parameters (the MLPs' and experts' "
+                            "weights) needs 0")
 
 
 def build_model_and_tokenizer(args: ModelArguments, seed: int | None = None):
@@ -139,8 +140,10 @@ def build_model_and_tokenizer(args: ModelArguments, seed: int | None = None):
     if args.mtp_loss_weight is not None:
         overrides["mtp_loss_weight"] = args.mtp_loss_weight
     sharding = distributed_config(args.ep_size, args.fsdp_size)
-    model = load_model(args.model_name_or_path, dtype=getattr(torch, args.dtype), distributed=sharding, **overrides)
-    tokenizer = load_tokenizer(args.model_name_or_path)
+    with option("--model_name_or_path"):
+        model = load_model(args.model_name_or_path, dtype=getattr(torch, args.dtype), distributed=sharding,
+                           **overrides)
+        tokenizer = load_tokenizer(args.model_name_or_path)
     model.speculative_generation = args.speculative_generation
     # Random init from a preset: the special tokens must match the offline tokenizer's.
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
@@ -157,9 +160,11 @@ def build_reward_model_and_tokenizer(args: ModelArguments, seed: int | None = No
     set_cpu_threads(args.cpu_threads)
     if seed is not None:
         set_seed(seed)
-    tokenizer = load_tokenizer(args.model_name_or_path)
-    model = load_reward_model(args.model_name_or_path, dtype=getattr(torch, args.dtype),
-                              pad_token_id=tokenizer.pad_token_id)
+    with option("--model_name_or_path"):
+        load_config(args.model_name_or_path)  # no such model: said before the tokenizer asks the hub for the name
+        tokenizer = load_tokenizer(args.model_name_or_path)
+        model = load_reward_model(args.model_name_or_path, dtype=getattr(torch, args.dtype),
+                                  pad_token_id=tokenizer.pad_token_id)
     return model, tokenizer
 
 
@@ -315,7 +320,7 @@ def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str) -
         return last_complete_checkpoint(output_dir)
     path = Path(str(resume_from_checkpoint))
     if not (path / TRAINER_STATE_NAME).is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"--resume_from_checkpoint {path}: not a complete checkpoint (no {TRAINER_STATE_NAME}); "
             f"give a checkpoint-N dir or 'true' for the newest complete one in {output_dir}"
         )

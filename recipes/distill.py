@@ -24,6 +24,7 @@ from trl import SFTConfig, TrlParser
 from data_tools import load_sft_dataset
 from data_tools.distill import load_distill_config, run_distill
 from posttrain.cpu_threads import set_cpu_threads
+from posttrain.errors import UserError, exit_on_user_error, option, parse_config
 from posttrain.training import ModelArguments, build_model_and_tokenizer, train_sft
 
 
@@ -53,11 +54,12 @@ def generate_traces(script_args: DistillScriptArguments):
     from accelerate import PartialState
 
     if script_args.generation is None:
-        raise ValueError("--generation is required: put the distillation config under `generation:` in the YAML")
+        raise UserError("--generation is required: put the distillation config under `generation:` in the YAML")
     overrides = list(script_args.generation_overrides)
     if script_args.teacher_model:
         overrides.append(f"teacher.model={script_args.teacher_model}")
-    config = load_distill_config(script_args.generation, overrides)
+    with option("--generation"):
+        config = load_distill_config(script_args.generation, overrides)
     with PartialState().main_process_first():  # the others then find it complete
         return run_distill(config)
 
@@ -66,15 +68,17 @@ def main(script_args: DistillScriptArguments, training_args: SFTConfig, model_ar
     set_cpu_threads(model_args.cpu_threads)  # the teacher's generation runs first
     result = generate_traces(script_args)
     if script_args.dataset_path is None and result.stats["kept"] == 0:
-        raise ValueError(f"no verified trace was kept (see {result.output_dir / 'stats.md'}); sample more (sampling.n, "
-                         "more prompts) or use a stronger teacher")
+        raise UserError(f"no verified trace was kept (see {result.output_dir / 'stats.md'}); sample more (sampling.n, "
+                        "more prompts) or use a stronger teacher")
     model, tokenizer = build_model_and_tokenizer(model_args, seed=training_args.seed)
-    dataset = load_sft_dataset(script_args.dataset_path or str(result.data_path),
-                               workdir=f"{training_args.output_dir}/data")
+    with option("--dataset_path"):
+        dataset = load_sft_dataset(script_args.dataset_path or str(result.data_path),
+                                   workdir=f"{training_args.output_dir}/data")
     train_sft(model, tokenizer, dataset, training_args, model_args, eval_size=script_args.eval_size)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # generation progress and acceptance
-    parser = TrlParser((DistillScriptArguments, SFTConfig, ModelArguments))
-    main(*parser.parse_args_and_config())
+    with exit_on_user_error("recipes/distill.py"):
+        parser = TrlParser((DistillScriptArguments, SFTConfig, ModelArguments))
+        main(*parse_config(parser.parse_args_and_config))

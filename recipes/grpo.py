@@ -18,6 +18,7 @@ from trl import GRPOConfig, TrlParser
 
 import rewards
 from data_tools import load_prompts
+from posttrain.errors import exit_on_user_error, option, parse_config
 from posttrain.training import (
     GRPOTrainer,
     ModelArguments,
@@ -67,11 +68,13 @@ def _json(value: Any) -> Any:
 
 
 def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: GRPOModelArguments) -> None:
-    reward_funcs = [rewards.get_reward(_json(spec)) for spec in script_args.reward_funcs]
-    dataset = load_prompts(
-        script_args.dataset_path, tasks=script_args.tasks, n=script_args.num_prompts, seed=script_args.prompts_seed,
-        split="train", **(_json(script_args.task_options) or {}),
-    )
+    with option("--reward_funcs"):
+        reward_funcs = [rewards.get_reward(_json(spec)) for spec in script_args.reward_funcs]
+    with option("--dataset_path" if script_args.dataset_path else "--tasks"):
+        dataset = load_prompts(
+            script_args.dataset_path, tasks=script_args.tasks, n=script_args.num_prompts,
+            seed=script_args.prompts_seed, split="train", **(_json(script_args.task_options) or {}),
+        )
     rewards.check_columns(reward_funcs, dataset.column_names, rows=dataset)
 
     model, tokenizer = build_model_and_tokenizer(model_args, seed=training_args.seed)
@@ -90,5 +93,6 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
 
 
 if __name__ == "__main__":
-    parser = TrlParser((GRPOScriptArguments, GRPOConfig, GRPOModelArguments))
-    main(*parser.parse_args_and_config())
+    with exit_on_user_error("recipes/grpo.py"):
+        parser = TrlParser((GRPOScriptArguments, GRPOConfig, GRPOModelArguments))
+        main(*parse_config(parser.parse_args_and_config))

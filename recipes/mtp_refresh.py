@@ -32,6 +32,7 @@ from datasets import Dataset
 from trl import SFTConfig, TrlParser
 
 from data_tools import load_prompts, read_source
+from posttrain.errors import UserError, exit_on_user_error, option, parse_config
 from posttrain.files import read_jsonl, write_atomic
 from posttrain.generation import own_completions
 from posttrain.model.acceptance import acceptance_on_rows, tokenize_conversations
@@ -68,18 +69,19 @@ class MTPRefreshArguments:
 
     def __post_init__(self) -> None:
         if not self.regenerate and self.dataset_path is None:
-            raise ValueError("--regenerate false trains on dataset_path's conversations: give --dataset_path")
+            raise UserError("--regenerate false trains on dataset_path's conversations: give --dataset_path")
         if self.temperature < 0:
-            raise ValueError(f"--temperature must be >= 0, got {self.temperature}")
+            raise UserError(f"--temperature must be >= 0, got {self.temperature}")
 
 
 def policy_samples(args: MTPRefreshArguments, model, tokenizer, seed: int) -> list[dict]:
     """Conversations `[user, assistant]` whose answers the policy itself wrote (or the dataset's, as given)."""
-    if not args.regenerate:
-        rows = read_source({"path": args.dataset_path, "domain": "unknown"})
-        return [{"messages": m} for m in rows["messages"]]
-    prompts = load_prompts(args.dataset_path, tasks=args.tasks, n=args.num_prompts, seed=args.prompts_seed,
-                           split="train")
+    with option("--dataset_path" if args.dataset_path else "--tasks"):
+        if not args.regenerate:
+            rows = read_source({"path": args.dataset_path, "domain": "unknown"})
+            return [{"messages": m} for m in rows["messages"]]
+        prompts = load_prompts(args.dataset_path, tasks=args.tasks, n=args.num_prompts, seed=args.prompts_seed,
+                               split="train")
     if args.dataset_path is not None:
         prompts = prompts.select(range(min(args.num_prompts, prompts.num_rows)))
     answered = own_completions(model, tokenizer, prompts["prompt"], max_new_tokens=args.max_new_tokens,
@@ -102,7 +104,7 @@ def freeze_all_but_mtp(model) -> int:
     """requires_grad only on the MTP layers; returns their parameter count."""
     layers = mtp_layers(model)
     if not layers:
-        raise ValueError("--model_name_or_path has no MTP module (num_nextn_predict_layers = 0): nothing to refresh")
+        raise UserError("--model_name_or_path has no MTP module (num_nextn_predict_layers = 0): nothing to refresh")
     model.requires_grad_(False)
     for layer in layers:
         layer.requires_grad_(True)
@@ -130,11 +132,11 @@ class MTPRefreshModelArguments(ModelArguments):
 
 def main(script_args: MTPRefreshArguments, training_args: SFTConfig, model_args: MTPRefreshModelArguments) -> None:
     if model_args.mtp_loss_weight is None or model_args.mtp_loss_weight <= 0:
-        raise ValueError("--mtp_loss_weight must be > 0 for an MTP refresh (it is the only loss; e.g. 1.0)")
+        raise UserError("--mtp_loss_weight must be > 0 for an MTP refresh (it is the only loss; e.g. 1.0)")
     if model_args.use_peft:
-        raise ValueError("--use_peft: the refresh trains the MTP module's own weights; run it without LoRA")
+        raise UserError("--use_peft: the refresh trains the MTP module's own weights; run it without LoRA")
     if model_args.bias_update_speed != 0:
-        raise ValueError("--bias_update_speed must be 0 for an MTP refresh: the main model's routing must not move")
+        raise UserError("--bias_update_speed must be 0 for an MTP refresh: the main model's routing must not move")
     model, tokenizer = build_model_and_tokenizer(model_args, seed=training_args.seed)
     trainable = freeze_all_but_mtp(model)
     rows = load_or_sample(script_args, training_args, model, tokenizer)
@@ -159,5 +161,6 @@ def main(script_args: MTPRefreshArguments, training_args: SFTConfig, model_args:
 
 
 if __name__ == "__main__":
-    parser = TrlParser((MTPRefreshArguments, SFTConfig, MTPRefreshModelArguments))
-    main(*parser.parse_args_and_config())
+    with exit_on_user_error("recipes/mtp_refresh.py"):
+        parser = TrlParser((MTPRefreshArguments, SFTConfig, MTPRefreshModelArguments))
+        main(*parse_config(parser.parse_args_and_config))

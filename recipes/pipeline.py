@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from posttrain.app.pipeline import load_pipeline_config, run_pipeline
+from posttrain.errors import exit_on_user_error, option
 
 
 def main() -> None:
@@ -19,7 +20,10 @@ def main() -> None:
     parser.add_argument("--from", dest="from_stage", default=None, help="Rerun this stage and all later ones.")
     parser.add_argument("--output_dir", default=None, help="Override the config's output_dir.")
     args = parser.parse_args()
-    run_pipeline(load_pipeline_config(args.config, output_dir=args.output_dir), from_stage=args.from_stage)
+    with exit_on_user_error("recipes/pipeline.py"):
+        with option("--config"):
+            config = load_pipeline_config(args.config, output_dir=args.output_dir)
+        run_pipeline(config, from_stage=args.from_stage)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from trl import RewardConfig, TrlParser
 
 from data_tools import load_preference_splits
+from posttrain.errors import UserError, exit_on_user_error, option, parse_config
 from posttrain.training import (
     ModelArguments,
     RewardTrainer,
@@ -51,9 +52,10 @@ class RewardModelScriptArguments:
 
 def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, model_args: ModelArguments) -> None:
     if script_args.dataset_path is None:
-        raise ValueError("--dataset_path is required: a `posttrain data preferences` dir or a preference file")
-    train_set, eval_set = load_preference_splits(script_args.dataset_path, script_args.eval_path,
-                                                 script_args.eval_size, seed=training_args.seed)
+        raise UserError("--dataset_path is required: a `posttrain data preferences` dir or a preference file")
+    with option("--dataset_path" if script_args.eval_path is None else "--dataset_path / --eval_path"):
+        train_set, eval_set = load_preference_splits(script_args.dataset_path, script_args.eval_path,
+                                                     script_args.eval_size, seed=training_args.seed)
     model, tokenizer = build_reward_model_and_tokenizer(model_args, seed=training_args.seed)
     trainer = RewardTrainer(
         model=model,
@@ -74,5 +76,6 @@ def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, m
 
 
 if __name__ == "__main__":
-    parser = TrlParser((RewardModelScriptArguments, RewardConfig, ModelArguments))
-    main(*parser.parse_args_and_config())
+    with exit_on_user_error("recipes/reward_model.py"):
+        parser = TrlParser((RewardModelScriptArguments, RewardConfig, ModelArguments))
+        main(*parse_config(parser.parse_args_and_config))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from trl import SFTConfig, TrlParser
 
 from data_tools import load_sft_dataset
+from posttrain.errors import UserError, exit_on_user_error, option, parse_config
 from posttrain.training import ModelArguments, build_model_and_tokenizer, train_sft
 
 
@@ -32,13 +33,15 @@ class SFTScriptArguments:
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelArguments) -> None:
     if script_args.dataset_path is None:
-        raise ValueError("--dataset_path is required: a mix spec YAML, a built mix dir, or a JSONL/Parquet/CSV file")
+        raise UserError("--dataset_path is required: a mix spec YAML, a built mix dir, or a JSONL/Parquet/CSV file")
     model, tokenizer = build_model_and_tokenizer(model_args, seed=training_args.seed)
     with training_args.main_process_first(desc="SFT data"):  # the main process builds a mix; the others load it
-        dataset = load_sft_dataset(script_args.dataset_path, workdir=f"{training_args.output_dir}/data")
+        with option("--dataset_path"):
+            dataset = load_sft_dataset(script_args.dataset_path, workdir=f"{training_args.output_dir}/data")
     train_sft(model, tokenizer, dataset, training_args, model_args, eval_size=script_args.eval_size)
 
 
 if __name__ == "__main__":
-    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelArguments))
-    main(*parser.parse_args_and_config())
+    with exit_on_user_error("recipes/sft.py"):
+        parser = TrlParser((SFTScriptArguments, SFTConfig, ModelArguments))
+        main(*parse_config(parser.parse_args_and_config))

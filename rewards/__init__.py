@@ -9,7 +9,7 @@ Public API:
   `reward_model`, `judge`, `vote`, `self_judge`), an installed plugin (entry-point group `posttrain.rewards`),
   `package.module:function`, `path/to/file.py:function`, or a dict `{"name": ..., **params}` configuring it
   (`{"name": "code", "timeout": 3}`).
-- `check_columns(funcs, column_names, rows=())`: raise ValueError, before training, if a reward's column is
+- `check_columns(funcs, column_names, rows=())`: raise `UserError`, before training, if a reward's column is
   missing or (given the rows) one of its values is malformed.
 - `list_rewards() -> list[RewardInfo]`: builtins and installed plugins.
 - `bind_policy(funcs, model, tokenizer)`: give rewards that grade with the policy being trained (`self_judge`) the

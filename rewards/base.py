@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from posttrain.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 Score = float | None
@@ -113,7 +115,7 @@ class Reward:
         """Split the batch's columns into one dict per row, checking the required ones are present."""
         missing = [c for c in self.required_columns if c not in columns]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"reward {self.name!r} needs column {missing[0]!r} in the dataset; the batch has columns "
                 f"{sorted(columns)}: add it, or drop this reward"
             )
@@ -154,8 +156,8 @@ def log_failure_rate(log_metric: Any, name: str, failed: int, rows: int) -> None
         log_metric(failure_metric(name, "failure_rate"), failed / rows)
 
 
-def malformed(reward: str, column: str, row: int, value: Any, expected: str) -> ValueError:
+def malformed(reward: str, column: str, row: int, value: Any, expected: str) -> UserError:
     """The error for a malformed column value: names the reward, column, row and what would be right."""
     shown = repr(value)
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    return ValueError(f"reward {reward!r}: column {column!r} in row {row} is {shown}; expected {expected}")
+    return UserError(f"reward {reward!r}: column {column!r} in row {row} is {shown}; expected {expected}")

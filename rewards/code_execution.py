@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from posttrain.errors import UserError
 from rewards.base import Reward, RowScores, Score, malformed
 from rewards.sandbox import ISOLATIONS, Sandbox, SandboxLimits
 
@@ -68,9 +69,9 @@ class CodeReward(Reward):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.isolation not in ISOLATIONS:
-            raise ValueError(f"reward 'code': isolation must be one of {ISOLATIONS}, got {self.isolation!r}")
+            raise UserError(f"reward 'code': isolation must be one of {ISOLATIONS}, got {self.isolation!r}")
         if self.workers < 0:
-            raise ValueError(f"reward 'code': workers must be >= 0 (0 = automatic), got {self.workers}")
+            raise UserError(f"reward 'code': workers must be >= 0 (0 = automatic), got {self.workers}")
         self.limits = SandboxLimits(self.timeout, self.memory_mb, self.max_processes, self.max_file_mb)
         self._sandbox: Sandbox | None = None
         self._owner = os.getpid()

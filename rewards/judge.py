@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from posttrain.errors import UserError
 from rewards.base import Reward, RowScores, Score
 from rewards.model_inputs import default_device, prompt_text
 
@@ -90,14 +91,14 @@ class JudgeReward(Reward):
     def __post_init__(self) -> None:
         super().__post_init__()
         if bool(self.model) == bool(self.endpoint):
-            raise ValueError("reward 'judge' needs exactly one of option 'model' (a local checkpoint) or "
-                             "'endpoint' (an OpenAI-compatible URL such as http://127.0.0.1:8000/v1)")
+            raise UserError("reward 'judge' needs exactly one of option 'model' (a local checkpoint) or "
+                            "'endpoint' (an OpenAI-compatible URL such as http://127.0.0.1:8000/v1)")
         if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"reward 'judge': endpoint must be an http(s) URL, got {self.endpoint!r}")
+            raise UserError(f"reward 'judge': endpoint must be an http(s) URL, got {self.endpoint!r}")
         try:
             fields = {f for _, f, _, _ in string.Formatter().parse(self.rubric) if f}
         except ValueError as exc:
-            raise ValueError(f"reward 'judge': rubric is not a valid format template ({exc})") from exc
+            raise UserError(f"reward 'judge': rubric is not a valid format template ({exc})") from exc
         # Every placeholder but the two we fill ourselves is a dataset column.
         self.required_columns = tuple(sorted(fields - {"prompt", "completion"}))
         self.optional_columns = ()

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from trl.rewards import get_soft_overlong_punishment
 
+from posttrain.errors import UserError
 from rewards.base import Reward, RowScores, Score
 from rewards.completion_length import completion_tokens
 from rewards.math_accuracy import MathReward
@@ -48,10 +49,10 @@ class LengthReward(Reward):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.max_len <= 0 or not 0 <= self.overlong_cache <= self.max_len:
-            raise ValueError(f"reward 'length': need max_len > 0 and 0 <= overlong_cache <= max_len, got "
-                             f"max_len={self.max_len}, overlong_cache={self.overlong_cache}")
+            raise UserError(f"reward 'length': need max_len > 0 and 0 <= overlong_cache <= max_len, got "
+                            f"max_len={self.max_len}, overlong_cache={self.overlong_cache}")
         if not (self.cosine or self.overlong_cache):
-            raise ValueError("reward 'length': with cosine=False set overlong_cache > 0, or nothing is rewarded")
+            raise UserError("reward 'length': with cosine=False set overlong_cache > 0, or nothing is rewarded")
         # An instance attribute: whether `solution` is needed depends on `cosine`.
         self.required_columns = ("solution",) if self.cosine else ()
         self._math = MathReward(timeout=self.math_timeout) if self.cosine else None

@@ -14,6 +14,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any, ClassVar
 
+from posttrain.errors import UserError
 from rewards.answer_extraction import answer_region, gold_text, is_answer_only, plain_number, states_answer
 from rewards.base import Reward, RowScores, Score, completion_text, malformed
 from rewards.worker_pool import WorkerPool
@@ -107,9 +108,9 @@ class MathReward(Reward):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.timeout <= 0:
-            raise ValueError(f"reward 'math': timeout must be > 0 seconds, got {self.timeout}")
+            raise UserError(f"reward 'math': timeout must be > 0 seconds, got {self.timeout}")
         if self.workers < 0:
-            raise ValueError(f"reward 'math': workers must be >= 0 (0 = automatic), got {self.workers}")
+            raise UserError(f"reward 'math': workers must be >= 0 (0 = automatic), got {self.workers}")
         self._pool: WorkerPool | None = None
 
     def __getstate__(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from posttrain.errors import UserError
 from rewards.base import Reward, RewardStats, Score, log_failure_rate
 
 logger = logging.getLogger(__name__)
@@ -82,21 +83,21 @@ def get_reward(spec: str | dict[str, Any] | RewardFunc) -> RewardFunc:
         params = dict(spec)
         name = params.pop("name", None)
         if not isinstance(name, str):
-            raise ValueError("a reward spec dict needs a string 'name' (e.g. {'name': 'code', 'timeout': 3}), "
-                             f"got {spec!r}")
+            raise UserError("a reward spec dict needs a string 'name' (e.g. {'name': 'code', 'timeout': 3}), "
+                            f"got {spec!r}")
     elif isinstance(spec, str):
         name = spec
     else:
-        raise TypeError(f"a reward spec is a name, 'module:function', 'file.py:function' or a dict, got {spec!r}")
+        raise UserError(f"a reward spec is a name, 'module:function', 'file.py:function' or a dict, got {spec!r}")
     target = _load(name)
     try:
         reward = target(**params) if params or isinstance(target, type) else target
     except TypeError as exc:
         options = sorted(f.name for f in dataclasses.fields(target)) if dataclasses.is_dataclass(target) else []
-        raise ValueError(f"reward {name!r} rejected params {sorted(params)}: {exc}"
-                         + (f"; its options are {options}" if options else "")) from exc
+        raise UserError(f"reward {name!r} rejected params {sorted(params)}: {exc}"
+                        + (f"; its options are {options}" if options else "")) from exc
     if not callable(reward):
-        raise TypeError(f"reward {name!r} resolved to {reward!r}, which is not callable")
+        raise UserError(f"reward {name!r} resolved to {reward!r}, which is not callable")
     if not isinstance(reward, Reward):
         reward = _Guarded(reward, name=name.rpartition(":")[2])
     return reward
@@ -113,7 +114,7 @@ def _load(name: str) -> Any:
     if sep and path.endswith(".py"):
         file = Path(path)
         if not file.is_file():
-            raise ValueError(f"reward {name!r}: file {file} does not exist")
+            raise UserError(f"reward {name!r}: file {file} does not exist")
         module_spec = importlib.util.spec_from_file_location(f"posttrain_reward_{file.stem}", file)
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
@@ -121,8 +122,8 @@ def _load(name: str) -> Any:
     if sep:
         return _import(name)
     known = sorted(BUILTINS) + sorted(plugins)
-    raise ValueError(f"unknown reward {name!r}: use one of {known}, 'package.module:function' or "
-                     "'path/to/file.py:function'")
+    raise UserError(f"unknown reward {name!r}: use one of {known}, 'package.module:function' or "
+                    "'path/to/file.py:function'")
 
 
 def _import(target: str) -> Any:
@@ -130,14 +131,14 @@ def _import(target: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"reward {target!r}: cannot import module {module_name!r} ({exc})") from exc
+        raise UserError(f"reward {target!r}: cannot import module {module_name!r} ({exc})") from exc
     return _attr(module, attr, target)
 
 
 def _attr(module: Any, attr: str, spec: str) -> Any:
     if not hasattr(module, attr):
         public = sorted(a for a in vars(module) if not a.startswith("_"))
-        raise ValueError(f"reward {spec!r}: {module.__name__} has no attribute {attr!r}; it has {public}")
+        raise UserError(f"reward {spec!r}: {module.__name__} has no attribute {attr!r}; it has {public}")
     return getattr(module, attr)
 
 
@@ -179,14 +180,14 @@ def check_columns(funcs: Iterable[RewardFunc], column_names: Iterable[str],
     >>> check_columns([get_reward("code")], ["prompt", "solution"])
     Traceback (most recent call last):
     ...
-    ValueError: reward 'code' needs column 'tests', which the dataset lacks (it has ['prompt', 'solution'])
+    posttrain.errors.UserError: reward 'code' needs column 'tests', which the dataset lacks (it has [...])
     """
     funcs, names = list(funcs), list(column_names)
     for func in funcs:
         for column in getattr(func, "required_columns", ()):
             if column not in names:
-                raise ValueError(f"reward {func.__name__!r} needs column {column!r}, which the dataset lacks "
-                                 f"(it has {sorted(names)})")
+                raise UserError(f"reward {func.__name__!r} needs column {column!r}, which the dataset lacks "
+                                f"(it has {sorted(names)})")
     checked = [f for f in funcs if isinstance(f, Reward)]
     required = {(f.__name__, c) for f in funcs for c in getattr(f, "required_columns", ())}
     filled: set[tuple[str, str]] = set()
@@ -201,8 +202,8 @@ def check_columns(funcs: Iterable[RewardFunc], column_names: Iterable[str],
     # A column that exists but is empty everywhere (e.g. `tests` in a math-only set) leaves the reward nothing
     # to score: every row would be None, which is a configuration mistake, not a property of the completions.
     for name, column in sorted(required - filled) if seen_rows else ():
-        raise ValueError(f"reward {name!r} needs column {column!r}, which is empty (None) in every row of the "
-                         "dataset: give rows that have it, or drop the reward")
+        raise UserError(f"reward {name!r} needs column {column!r}, which is empty (None) in every row of the "
+                        "dataset: give rows that have it, or drop the reward")
 
 
 def bind_policy(funcs: Iterable[RewardFunc], model: Any, tokenizer: Any) -> None:

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from trl.rewards import get_repetition_penalty_reward
 
+from posttrain.errors import UserError
 from rewards.base import Reward, RowScores
 from rewards.completion_length import completion_tokens
 
@@ -31,8 +32,8 @@ class RepetitionReward(Reward):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.ngram_size < 1 or self.max_penalty > 0:
-            raise ValueError(f"reward 'repetition': need ngram_size >= 1 and max_penalty <= 0, got "
-                             f"ngram_size={self.ngram_size}, max_penalty={self.max_penalty}")
+            raise UserError(f"reward 'repetition': need ngram_size >= 1 and max_penalty <= 0, got "
+                            f"ngram_size={self.ngram_size}, max_penalty={self.max_penalty}")
         self._penalty = get_repetition_penalty_reward(self.ngram_size, self.max_penalty)
 
     def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:

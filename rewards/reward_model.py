@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from posttrain.errors import UserError
 from rewards.base import Reward, RowScores, Score
 from rewards.model_inputs import default_device, render
 
@@ -31,10 +32,10 @@ class RewardModelReward(Reward):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.model:
-            raise ValueError("reward 'reward_model' needs option 'model': the path of a sequence-classification "
-                             "checkpoint, e.g. {'name': 'reward_model', 'model': 'outputs/rm'}")
+            raise UserError("reward 'reward_model' needs option 'model': the path of a sequence-classification "
+                            "checkpoint, e.g. {'name': 'reward_model', 'model': 'outputs/rm'}")
         if self.batch_size < 1:
-            raise ValueError(f"reward 'reward_model': batch_size must be >= 1, got {self.batch_size}")
+            raise UserError(f"reward 'reward_model': batch_size must be >= 1, got {self.batch_size}")
         self._loaded: tuple[Any, Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:

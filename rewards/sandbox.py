@@ -47,6 +47,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from posttrain.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 ISOLATIONS = ("auto", "bwrap", "unshare", "none")
@@ -80,7 +82,7 @@ class SandboxLimits:
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if value <= 0:
-                raise ValueError(f"sandbox limit {name} must be > 0, got {value}")
+                raise UserError(f"sandbox limit {name} must be > 0, got {value}")
 
 
 @dataclass(frozen=True)
@@ -295,7 +297,7 @@ class Sandbox:
     def __init__(self, limits: SandboxLimits | None = None, workers: int = 0, isolation: str = "auto",
                  uid_base: int = 61000) -> None:
         if isolation not in ISOLATIONS:
-            raise ValueError(f"sandbox isolation must be one of {ISOLATIONS}, got {isolation!r}")
+            raise UserError(f"sandbox isolation must be one of {ISOLATIONS}, got {isolation!r}")
         self.limits = limits or SandboxLimits()
         self.mode = detect_isolation() if isolation == "auto" else isolation
         self.workers = workers or min(8, 2 * (os.cpu_count() or 1))

@@ -18,6 +18,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from posttrain.errors import UserError
 from rewards.base import Reward, RowScores, Score
 from rewards.judge import UnparseableVerdict, parse_verdict
 from rewards.model_inputs import prompt_text
@@ -66,15 +67,15 @@ class SelfJudgeReward(Reward):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.votes < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("reward 'self_judge': votes, batch_size and max_new_tokens must be >= 1")
+            raise UserError("reward 'self_judge': votes, batch_size and max_new_tokens must be >= 1")
         if self.votes > 1 and self.temperature <= 0:
-            raise ValueError(f"reward 'self_judge': votes={self.votes} needs temperature > 0 (greedy gives one vote)")
+            raise UserError(f"reward 'self_judge': votes={self.votes} needs temperature > 0 (greedy gives one vote)")
         try:
             fields = {f for _, f, _, _ in string.Formatter().parse(self.rubric) if f}
         except ValueError as exc:
-            raise ValueError(f"reward 'self_judge': rubric is not a valid format template ({exc})") from exc
+            raise UserError(f"reward 'self_judge': rubric is not a valid format template ({exc})") from exc
         if "completion" not in fields:
-            raise ValueError("reward 'self_judge': the rubric must show the answer: put {completion} in it")
+            raise UserError("reward 'self_judge': the rubric must show the answer: put {completion} in it")
         self.required_columns = tuple(sorted(fields - {"prompt", "completion", "constitution"}))
         self.unparseable = 0
         self._calls = 0

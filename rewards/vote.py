@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from posttrain.errors import UserError
 from rewards.answer_extraction import plain_number
 from rewards.base import Reward, RowScores, Score
 from rewards.model_inputs import prompt_text
@@ -80,7 +81,7 @@ class VoteReward(Reward):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 <= self.min_share <= 1:
-            raise ValueError(f"reward 'vote': min_share must be in [0, 1], got {self.min_share}")
+            raise UserError(f"reward 'vote': min_share must be in [0, 1], got {self.min_share}")
         self.last: dict[str, float] = {}
         self._checker: Reward | None = None
 

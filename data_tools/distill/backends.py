@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import openai
 
 from data_tools.distill.config import SamplingConfig, TeacherConfig
+from posttrain.errors import UserError
 from rewards.think_format import format_trace
 
 if TYPE_CHECKING:  # at run time imported where used: posttrain.generation loads torch
@@ -180,10 +181,11 @@ def _parse_reply(body: dict[str, Any]) -> Completion:
     return Completion(text, tokens if isinstance(tokens, int) else None, choice.get("finish_reason") == "length")
 
 
-def make_backend(teacher: TeacherConfig, sampling: SamplingConfig) -> Backend:
-    """The backend `teacher.backend` names, loaded (vllm raises ImportError with the install command if absent)."""
+def make_backend(teacher: TeacherConfig, sampling: SamplingConfig, section: str = "teacher") -> Backend:
+    """The backend `teacher.backend` names, loaded (vllm raises ImportError with the install command if absent);
+    `section` is the config key errors name (`policy` for preference data)."""
     if teacher.backend in ("hf", "vllm") and not Path(teacher.model).exists():
-        raise ValueError(f"teacher.model: checkpoint {teacher.model} does not exist (backend {teacher.backend} loads "
-                         "a local checkpoint dir)")
+        raise UserError(f"{section}.model: checkpoint {teacher.model} does not exist (backend {teacher.backend} "
+                        "loads a local checkpoint dir)")
     cls = {"hf": HFBackend, "openai": OpenAIBackend, "vllm": VLLMBackend}[teacher.backend]
     return cls(teacher, sampling)

@@ -11,7 +11,7 @@ A config file is either a distillation config itself or a recipe config (`recipe
 >>> parse_config({"output_dir": "out", "prompts": [], "teacher": {"model": "m"}})
 Traceback (most recent call last):
 ...
-ValueError: distill config: prompts: expected a non-empty list of sources (mix-spec source mappings such as {builtin: arithmetic, rows: 200} or {path: data.jsonl, domain: math})
+posttrain.errors.UserError: distill config: prompts: expected a non-empty list of sources (mix-spec source mappings such as {builtin: arithmetic, rows: 200} or {path: data.jsonl, domain: math})
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.config_files import apply_overrides, from_mapping, read_yaml
+from posttrain.errors import UserError
 
 TEACHER_BACKENDS = ("hf", "openai", "vllm")
 POLICIES = ("shortest", "all", "majority")
@@ -70,16 +71,16 @@ class TeacherConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in TEACHER_BACKENDS:
-            raise ValueError(f"backend: {self.backend!r} is not one of {list(TEACHER_BACKENDS)}")
+            raise UserError(f"backend: {self.backend!r} is not one of {list(TEACHER_BACKENDS)}")
         if not self.model:
-            raise ValueError("model: required (a checkpoint dir for hf/vllm, the served model name for openai)")
+            raise UserError("model: required (a checkpoint dir for hf/vllm, the served model name for openai)")
         if self.backend == "openai" and not self.base_url:
-            raise ValueError("base_url: required for backend openai, e.g. http://127.0.0.1:8000/v1")
+            raise UserError("base_url: required for backend openai, e.g. http://127.0.0.1:8000/v1")
         for name in ("max_concurrency", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected a whole number >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name}: expected a whole number >= 1, got {getattr(self, name)}")
         if self.max_retries < 0 or self.request_timeout <= 0:
-            raise ValueError("max_retries must be >= 0, request_timeout > 0")
+            raise UserError("max_retries must be >= 0, request_timeout > 0")
 
 
 @dataclass
@@ -94,13 +95,13 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise ValueError(f"n: expected a whole number >= 1, got {self.n}")
+            raise UserError(f"n: expected a whole number >= 1, got {self.n}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
+            raise UserError(f"temperature must be >= 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
         if self.temperature == 0 and self.n > 1:
-            raise ValueError(f"n={self.n} needs temperature > 0 (e.g. 0.8): greedy decoding gives one sample")
+            raise UserError(f"n={self.n} needs temperature > 0 (e.g. 0.8): greedy decoding gives one sample")
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
+            raise UserError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
 
 
 @dataclass
@@ -117,7 +118,7 @@ class VerifyConfig:
 
     def __post_init__(self) -> None:
         if not self.rewards:
-            raise ValueError("rewards: expected at least one verifier, e.g. [math, code]")
+            raise UserError("rewards: expected at least one verifier, e.g. [math, code]")
 
 
 @dataclass
@@ -146,15 +147,15 @@ class SelectionConfig:
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
-            raise ValueError(f"policy: {self.policy!r} is not one of {list(POLICIES)}")
+            raise UserError(f"policy: {self.policy!r} is not one of {list(POLICIES)}")
         if self.sft_prompt not in SFT_PROMPTS:
-            raise ValueError(f"sft_prompt: {self.sft_prompt!r} is not one of {list(SFT_PROMPTS)}")
+            raise UserError(f"sft_prompt: {self.sft_prompt!r} is not one of {list(SFT_PROMPTS)}")
         if self.k < 1:
-            raise ValueError(f"k: expected >= 1, got {self.k}")
+            raise UserError(f"k: expected >= 1, got {self.k}")
         if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens: expected >= 1 or null, got {self.max_tokens}")
+            raise UserError(f"max_tokens: expected >= 1 or null, got {self.max_tokens}")
         if not 0 <= self.max_foreign_script <= 1:
-            raise ValueError(f"max_foreign_script: expected a fraction in [0, 1], got {self.max_foreign_script}")
+            raise UserError(f"max_foreign_script: expected a fraction in [0, 1], got {self.max_foreign_script}")
 
 
 @dataclass
@@ -180,9 +181,9 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         if "{prompt}" not in self.prompt_template:
-            raise ValueError(f"prompt_template: must contain {{prompt}}, got {self.prompt_template!r}")
+            raise UserError(f"prompt_template: must contain {{prompt}}, got {self.prompt_template!r}")
         if self.chunk_size < 1 or self.shard_size < 1:
-            raise ValueError("chunk_size and shard_size: expected whole numbers >= 1")
+            raise UserError("chunk_size and shard_size: expected whole numbers >= 1")
 
     def generation_fingerprint(self) -> str:
         """Hash of everything that decides which samples are generated and how they are verified; samples on disk
@@ -202,16 +203,16 @@ class DistillConfig:
 def parse_config(data: Any, where: str = "distill config") -> DistillConfig:
     """A validated `DistillConfig` from a parsed mapping; `where` (the file) prefixes every error."""
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
     data = dict(data)
     prompts = data.get("prompts")
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, dict) for p in prompts):
-        raise ValueError(f"{where}: prompts: expected a non-empty list of sources (mix-spec source mappings such as "
-                         "{builtin: arithmetic, rows: 200} or {path: data.jsonl, domain: math})")
+        raise UserError(f"{where}: prompts: expected a non-empty list of sources (mix-spec source mappings such as "
+                        "{builtin: arithmetic, rows: 200} or {path: data.jsonl, domain: math})")
     if "output_dir" not in data:
-        raise ValueError(f"{where}: output_dir: required (where samples and selected rows are written)")
+        raise UserError(f"{where}: output_dir: required (where samples and selected rows are written)")
     if "teacher" not in data:
-        raise ValueError(f"{where}: teacher: required, e.g. {{backend: hf, model: outputs/tiny/sft/final}}")
+        raise UserError(f"{where}: teacher: required, e.g. {{backend: hf, model: outputs/tiny/sft/final}}")
     for name, cls in (("teacher", TeacherConfig), ("sampling", SamplingConfig), ("verify", VerifyConfig),
                       ("selection", SelectionConfig)):
         if name in data:

@@ -32,6 +32,7 @@ from data_tools.distill.backends import Backend, make_backend
 from data_tools.distill.config import DistillConfig
 from data_tools.distill.select import Verifier, choose, readability
 from data_tools.distill.shards import ShardStore
+from posttrain.errors import UserError
 from posttrain.files import read_jsonl, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def distill_prompts(config: DistillConfig) -> list[dict[str, Any]]:
         try:
             dataset = read_source(spec, require_response=False)
         except ValueError as exc:
-            raise ValueError(f"prompts[{number}]: {exc}") from None
+            raise UserError(f"prompts[{number}]: {exc}") from None
         for row in dataset:
             messages = list(row["messages"])
             while messages and messages[-1]["role"] == "assistant":
@@ -90,8 +91,8 @@ def distill_prompts(config: DistillConfig) -> list[dict[str, Any]]:
     ids = Counter(r["id"] for r in rows)
     twice = sorted(i for i, c in ids.items() if c > 1)
     if twice:
-        raise ValueError(f"prompts: ids {twice[:5]} occur more than once (samples are keyed by prompt id); give the "
-                         "sources distinct `id` columns or remove the duplicate rows")
+        raise UserError(f"prompts: ids {twice[:5]} occur more than once (samples are keyed by prompt id); give the "
+                        "sources distinct `id` columns or remove the duplicate rows")
     return rows
 
 
@@ -114,7 +115,7 @@ def prepare_run(config: DistillConfig, out: Path) -> list[dict[str, Any]]:
     if run_file.is_file():
         previous = json.loads(run_file.read_text())
         if previous.get("fingerprint") != fingerprint:
-            raise ValueError(
+            raise UserError(
                 f"output_dir {out} holds samples of another config (fingerprint {previous.get('fingerprint')}, now "
                 f"{fingerprint}: prompts, teacher, sampling, template or verifiers changed); use a new output_dir or "
                 "delete this one"
@@ -131,9 +132,11 @@ def prepare_run(config: DistillConfig, out: Path) -> list[dict[str, Any]]:
 
 def generate_samples(
     config: DistillConfig, prompts: list[dict[str, Any]], verifier: Verifier, backend: Backend | None = None,
+    section: str = "teacher",
 ) -> dict[tuple[str, int], dict[str, Any]]:
     """Generate and verify every missing (prompt id, sample index), appending each round to the store; returns
-    all records by key. A record whose request failed (`error`) is tried again."""
+    all records by key. A record whose request failed (`error`) is tried again. `section` is the config key of the
+    model sampled, as errors name it."""
     n = config.sampling.n
     with ShardStore(Path(config.output_dir) / SAMPLES_DIR, config.shard_size) as store:
         done = {key for key, record in store.load().items() if not record.get("error")}
@@ -143,7 +146,7 @@ def generate_samples(
             total = sum(len(m) for _, m in pending)
             logger.info("distill: %d of %d samples to generate (%d prompts)", total, len(prompts) * n, len(pending))
             own = backend is None
-            backend = backend or make_backend(config.teacher, config.sampling)
+            backend = backend or make_backend(config.teacher, config.sampling, section)
             made, start = 0, time.perf_counter()
             try:
                 for begin in range(0, len(pending), config.chunk_size):

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from posttrain.errors import UserError
 from posttrain.files import RowError, fsync_dir, read_jsonl
 
 Key = tuple[str, int]
@@ -58,7 +59,7 @@ class ShardStore:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RuntimeError(f"{self.directory}: another distillation run is writing here; wait for it or use "
+            raise UserError(f"{self.directory}: another distillation run is writing here; wait for it or use "
                                "another output_dir") from None
         self._lock_fd = fd
         shards = self.shards()
@@ -113,8 +114,8 @@ class ShardStore:
             try:
                 yield from (record for _, record in read_jsonl(shard, torn_tail=True))
             except RowError as exc:
-                raise ValueError(f"{exc}: a corrupt sample record; remove the line or the output_dir to "
-                                 "regenerate") from None
+                raise UserError(f"{exc}: a corrupt sample record; remove the line or the output_dir to "
+                                "regenerate") from None
 
     def load(self) -> dict[Key, dict[str, Any]]:
         """One record per key: the first one, or the first one without an `error` when an earlier one failed."""

@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass, field
 
 from data_tools.generators.problem import Problem, r1_response
+from posttrain.errors import UserError
 
 OPS = ("add", "sub", "mul")
 _SYMBOL = {"add": "+", "sub": "-", "mul": "*"}
@@ -32,9 +33,9 @@ class ArithmeticConfig:
         self.mul_max_digits = tuple(self.mul_max_digits)
         bad = [op for op in self.ops if op not in OPS]
         if bad or not self.ops:
-            raise ValueError(f"arithmetic option ops: {list(self.ops)} must be a non-empty subset of {list(OPS)}")
+            raise UserError(f"arithmetic option ops: {list(self.ops)} must be a non-empty subset of {list(OPS)}")
         if self.max_digits < 1 or len(self.mul_max_digits) != 2 or min(self.mul_max_digits) < 1:
-            raise ValueError("arithmetic options max_digits and mul_max_digits (two numbers) must be >= 1")
+            raise UserError("arithmetic options max_digits and mul_max_digits (two numbers) must be >= 1")
 
 
 def _operand(rng: random.Random, max_digits: int) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from data_tools.generators.problem import Problem
+from posttrain.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,8 @@ class PythonFunctionsConfig:
 
     def __post_init__(self) -> None:
         if self.max_constant < 2 or self.num_tests < 1:
-            raise ValueError("python_functions options: max_constant must be >= 2 and num_tests >= 1, got "
-                             f"{self.max_constant} and {self.num_tests}")
+            raise UserError("python_functions options: max_constant must be >= 2 and num_tests >= 1, got "
+                            f"{self.max_constant} and {self.num_tests}")
 
 
 def sample(rng: random.Random, cfg: PythonFunctionsConfig) -> Problem:

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from data_tools.generators import arithmetic, python_functions, text_tasks, word_problems
 from data_tools.generators.problem import SPLITS, Problem, key_digest, split_of
+from posttrain.errors import UserError
 
 # A split's unique problems run out (small knobs, many rows): give up after this many misses in a row.
 _MAX_MISSES = 10_000
@@ -35,7 +36,7 @@ TASKS: dict[str, Task] = {
 def get_task(name: str) -> Task:
     """The registered task `name`; an unknown name raises ValueError listing the valid ones."""
     if name not in TASKS:
-        raise ValueError(f"unknown builtin task {name!r}; valid tasks: {sorted(TASKS)}")
+        raise UserError(f"unknown builtin task {name!r}; valid tasks: {sorted(TASKS)}")
     return TASKS[name]
 
 
@@ -49,7 +50,7 @@ def make_config(task: str, options: dict[str, Any] | None = None) -> Any:
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(options or {}) - names)
     if unknown:
-        raise ValueError(f"builtin task {task!r}: unknown option(s) {unknown}; valid options: {sorted(names)}")
+        raise UserError(f"builtin task {task!r}: unknown option(s) {unknown}; valid options: {sorted(names)}")
     return config_cls(**(options or {}))
 
 
@@ -67,9 +68,9 @@ def iter_rows(task: str, n: int, seed: int = 0, split: str = "train", **options:
     """
     spec = get_task(task)
     if split not in SPLITS:
-        raise ValueError(f"builtin task {task!r}: split must be one of {list(SPLITS)}, got {split!r}")
+        raise UserError(f"builtin task {task!r}: split must be one of {list(SPLITS)}, got {split!r}")
     if n < 0:
-        raise ValueError(f"builtin task {task!r}: the number of rows must be >= 0, got {n}")
+        raise UserError(f"builtin task {task!r}: the number of rows must be >= 0, got {n}")
     config = make_config(task, options)
     rng = random.Random(f"{task}|{split}|{seed}")  # str seeds hash with sha512: the same on every platform
     seen: set[str] = set()
@@ -80,7 +81,7 @@ def iter_rows(task: str, n: int, seed: int = 0, split: str = "train", **options:
         if digest in seen or split_of(task, problem.key) != split:
             misses += 1
             if misses > _MAX_MISSES:
-                raise ValueError(
+                raise UserError(
                     f"builtin task {task!r}: found only {len(seen)} distinct {split} problems of the {n} asked for "
                     f"with options {options or {}}; ask for fewer rows or raise the difficulty knobs"
                 )
@@ -128,7 +129,7 @@ def prompt_dataset(
 
     names = [tasks] if isinstance(tasks, str) else list(tasks)
     if options and len(names) != 1:
-        raise ValueError(f"prompt_dataset: options {sorted(options)} apply to one task, got tasks {names}")
+        raise UserError(f"prompt_dataset: options {sorted(options)} apply to one task, got tasks {names}")
     columns: dict[str, list[Any]] = {k: [] for k in ("prompt", "solution", "tests", "entry_point", "id", "domain",
                                                       "source", "reference")}
     for name in names:

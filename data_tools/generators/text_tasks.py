@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass, field
 
 from data_tools.generators.problem import Problem, r1_response
+from posttrain.errors import UserError
 
 KINDS = ("reverse", "uppercase", "sort_words", "sort_numbers", "count_letter")
 WORDS = ("apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum", "kiwi", "melon", "olive", "pear",
@@ -23,9 +24,9 @@ class TextTasksConfig:
         self.kinds = tuple(self.kinds)
         bad = [k for k in self.kinds if k not in KINDS]
         if bad or not self.kinds:
-            raise ValueError(f"text_tasks option kinds: {list(self.kinds)} must be a non-empty subset of {list(KINDS)}")
+            raise UserError(f"text_tasks option kinds: {list(self.kinds)} must be a non-empty subset of {list(KINDS)}")
         if self.max_length < 3:
-            raise ValueError(f"text_tasks option max_length must be >= 3, got {self.max_length}")
+            raise UserError(f"text_tasks option max_length must be >= 3, got {self.max_length}")
 
 
 def _word(rng: random.Random, cfg: TextTasksConfig) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from data_tools.generators.problem import Problem, r1_response
+from posttrain.errors import UserError
 
 NAMES = ("Tom", "Sara", "Ali", "Mia", "Ben", "Lena", "Omar", "Zoe", "Ravi", "Emma", "Kai", "Nora")
 ITEMS = ("apples", "pencils", "stickers", "marbles", "books", "cookies", "cards", "shells", "coins", "stamps")
@@ -57,7 +58,7 @@ class WordProblemsConfig:
 
     def __post_init__(self) -> None:
         if self.max_number < 2:
-            raise ValueError(f"word_problems option max_number must be >= 2, got {self.max_number}")
+            raise UserError(f"word_problems option max_number must be >= 2, got {self.max_number}")
 
 
 def sample(rng: random.Random, cfg: WordProblemsConfig) -> Problem:

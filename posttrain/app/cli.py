@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from posttrain.errors import UserError, report
+
 COMMANDS = {
     "model": "Inspect, create and measure DeepSeek-V3-architecture checkpoints.",
     "rewards": "List and check reward functions.",
@@ -33,10 +35,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse `argv` and run the selected subcommand."""
+    """Entry point: parse `argv` and run the selected subcommand; a user's mistake is one line on stderr and
+    status 2."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        return report(" ".join(["posttrain", *(word for word in argv[:2] if not word.startswith("-"))]), err)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,6 +28,7 @@ from typing import Any
 
 from posttrain.config_files import from_mapping, read_yaml
 from posttrain.cpu_threads import launch_threads
+from posttrain.errors import ERROR_FILE_ENV, UserError
 from posttrain.files import replacing, write_atomic
 from posttrain.training import FINAL_DIR
 
@@ -67,11 +69,11 @@ def load_pipeline_config(path: str | os.PathLike, output_dir: str | None = None)
     bad key."""
     raw = read_yaml(path, "pipeline config")
     if not isinstance(raw, dict) or "stages" not in raw or "output_dir" not in raw:
-        raise ValueError(f"{path}: a pipeline config is a mapping with 'output_dir' and 'stages'")
+        raise UserError(f"{path}: a pipeline config is a mapping with 'output_dir' and 'stages'")
     stages = [from_mapping(Stage, item, f"{path}: stages[{i}]") for i, item in enumerate(raw["stages"])]
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: stage names must be unique, got {names}")
+        raise UserError(f"{path}: stage names must be unique, got {names}")
     settings = from_mapping(EvalSettings, raw.get("eval", {}), f"{path}: eval")
     return from_mapping(PipelineConfig, {**raw, "stages": stages, "eval": settings,
                                          "output_dir": output_dir or raw["output_dir"]}, str(path))
@@ -100,7 +102,8 @@ def stage_command(config: PipelineConfig, stage: Stage) -> list[str]:
         value = _fill(value, config)
         values = value if isinstance(value, list) else [value]
         flat += [f"--{key}", *(json.dumps(v) if isinstance(v, dict) else str(v) for v in values)]
-    launcher = ["--num_processes", str(stage.num_processes), "--mixed_precision", "no",
+    # --quiet: no launcher traceback over the stage's own error (a single process; several print torchrun's summary)
+    launcher = ["--quiet", "--num_processes", str(stage.num_processes), "--mixed_precision", "no",
                 "--num_cpu_threads_per_process", str(launch_threads(stage.num_processes))]
     return [sys.executable, "-m", "accelerate.commands.launch", *launcher, stage.recipe, "--config", stage.config,
             *flat]
@@ -116,7 +119,7 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=None
     log = log or functools.partial(print, flush=True)  # stages write to the same stdout: keep the order
     names = [s.name for s in config.stages]
     if from_stage is not None and from_stage not in names:
-        raise ValueError(f"--from {from_stage!r}: not a stage of this pipeline ({', '.join(names)})")
+        raise UserError(f"--from {from_stage!r}: not a stage of this pipeline ({', '.join(names)})")
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rerun = names[names.index(from_stage):] if from_stage else []
@@ -133,8 +136,15 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=None
         else:
             log(f"[pipeline] {stage.name}: running {' '.join(stage_command(config, stage))}")
             start = time.perf_counter()
-            env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-            subprocess.run(stage_command(config, stage), check=True, env=env)
+            command = stage_command(config, stage)
+            with tempfile.TemporaryDirectory() as tmp:
+                note = Path(tmp) / "error"  # the stage's own error line, if it stopped on a user's mistake
+                env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", ERROR_FILE_ENV: str(note)}
+                done = subprocess.run(command, env=env)
+                if done.returncode and note.is_file():
+                    raise UserError(f"stage {stage.name!r} stopped: {note.read_text()}")
+            if done.returncode:
+                raise subprocess.CalledProcessError(done.returncode, command)
             timings[stage.name] = time.perf_counter() - start
         if not stage.evaluate:
             continue

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from posttrain.errors import UserError
 from posttrain.model.mtp import mtp_layers
 from posttrain.model.speculative import draft_step, main_pass
 
@@ -105,10 +106,10 @@ def draft_checks(
     """
     layers = mtp_layers(model)
     if not layers:
-        raise ValueError("the model has no MTP module (num_nextn_predict_layers = 0): nothing to measure")
+        raise UserError("the model has no MTP module (num_nextn_predict_layers = 0): nothing to measure")
     D = len(layers) if depths is None else depths
     if not 1 <= D <= len(layers):
-        raise ValueError(f"depths must be in 1..{len(layers)} (the model's MTP depths), got {depths}")
+        raise UserError(f"depths must be in 1..{len(layers)} (the model's MTP depths), got {depths}")
     real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     positions = (real.long().cumsum(-1) - 1).clamp(min=0)
     main = main_pass(model, input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)

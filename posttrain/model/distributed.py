@@ -23,6 +23,8 @@ import torch.distributed as dist
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from posttrain.errors import MissingPackageError, UserError
+
 try:
     from transformers.distributed import DistributedConfig
 except ImportError:  # transformers < 5.20 has no expert-parallel plans
@@ -37,22 +39,22 @@ def distributed_config(ep_size: int = 1, fsdp_size: int | None = None) -> Distri
     True
     """
     if ep_size < 1 or (fsdp_size is not None and fsdp_size < 1):
-        raise ValueError(f"--ep_size ({ep_size}) and --fsdp_size ({fsdp_size}) must be >= 1")
+        raise UserError(f"--ep_size ({ep_size}) and --fsdp_size ({fsdp_size}) must be >= 1")
     if ep_size == 1 and fsdp_size is None:
         return None
     if DistributedConfig is None or "ep_size" not in DistributedConfig.__dataclass_fields__:
         import transformers
 
-        raise ImportError(f"--ep_size needs transformers' DistributedConfig(ep_size=...), which {transformers.__version__} "
-                          "lacks; upgrade transformers")
+        raise MissingPackageError(f"--ep_size needs transformers' DistributedConfig(ep_size=...), which "
+                                  f"{transformers.__version__} lacks; upgrade transformers")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     fsdp = world if fsdp_size is None else fsdp_size
     if fsdp != world:
-        raise ValueError(f"--fsdp_size {fsdp} must equal the number of processes ({world}): launch with "
-                         f"`torchrun --nproc_per_node {fsdp}` (or `accelerate launch --num_processes {fsdp}`)")
+        raise UserError(f"--fsdp_size {fsdp} must equal the number of processes ({world}): launch with "
+                        f"`torchrun --nproc_per_node {fsdp}` (or `accelerate launch --num_processes {fsdp}`)")
     if fsdp % ep_size:
-        raise ValueError(f"--ep_size {ep_size} must divide --fsdp_size {fsdp} (the experts are split over ep_size "
-                         "ranks and FSDP-sharded over the rest)")
+        raise UserError(f"--ep_size {ep_size} must divide --fsdp_size {fsdp} (the experts are split over ep_size "
+                        "ranks and FSDP-sharded over the rest)")
     return DistributedConfig(ep_size=ep_size, fsdp_size=fsdp)
 
 
@@ -60,7 +62,7 @@ def check_experts_split(model_config: PretrainedConfig, config: DistributedConfi
     """The routed experts (of the main layers and MTP alike) must split evenly over `ep_size` ranks."""
     experts = model_config.n_routed_experts
     if experts % config.ep_size:
-        raise ValueError(f"--ep_size {config.ep_size} must divide n_routed_experts ({experts})")
+        raise UserError(f"--ep_size {config.ep_size} must divide n_routed_experts ({experts})")
 
 
 def distribute(model: PreTrainedModel, config: DistributedConfig) -> PreTrainedModel:

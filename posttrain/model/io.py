@@ -25,6 +25,7 @@ from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
     DeepseekV3TopkRouter,
 )
 
+from posttrain.errors import MissingFileError, UserError
 from posttrain.files import replacing, replacing_dir, write_atomic
 from posttrain.model.distributed import (
     DistributedConfig,
@@ -45,9 +46,9 @@ def _check_routing(config: DeepseekV3Config, where: str) -> DeepseekV3Config:
     """Reject group-limited routing settings that transformers accepts but cannot run."""
     e, groups, top_groups, k = config.n_routed_experts, config.n_group, config.topk_group, config.num_experts_per_tok
     if e % groups:
-        raise ValueError(f"{where}: n_routed_experts={e} must be divisible by n_group={groups}")
+        raise UserError(f"{where}: n_routed_experts={e} must be divisible by n_group={groups}")
     if top_groups > groups or k > e // groups * top_groups or e // groups < 2:
-        raise ValueError(
+        raise UserError(
             f"{where}: top-{k} from the best topk_group={top_groups} of n_group={groups} groups of {e // groups} "
             "experts is impossible (need topk_group <= n_group, >= 2 experts per group, and "
             "num_experts_per_tok <= experts per group * topk_group)"
@@ -68,13 +69,13 @@ def load_config(source: str | os.PathLike, **overrides: Any) -> DeepseekV3Config
     file = path / "config.json" if path.is_dir() else path
     if not file.is_file():
         what = f"no config.json in directory {path}" if path.is_dir() else f"no such preset or path {name!r}"
-        raise FileNotFoundError(f"{what}; give a preset ({', '.join(PRESETS)}), a checkpoint dir or a config.json")
+        raise MissingFileError(f"{what}; give a preset ({', '.join(PRESETS)}), a checkpoint dir or a config.json")
     try:
         raw = json.loads(file.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{file}: not a JSON config.json ({e})") from e
+        raise UserError(f"{file}: not a JSON config.json ({e})") from e
     if raw.get("model_type") != "deepseek_v3":
-        raise ValueError(
+        raise UserError(
             f"{file}: model_type is {raw.get('model_type')!r}, expected 'deepseek_v3' "
             "(this package builds DeepSeek-V3-architecture models only)"
         )
@@ -123,7 +124,7 @@ def load_tokenizer(source: str | os.PathLike | None) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(source)
     except Exception as exc:  # noqa: BLE001 - any loading failure names the source
-        raise ValueError(f"tokenizer: cannot load {str(source)!r} (a tokenizer dir or hub name): {exc}") from None
+        raise UserError(f"tokenizer: cannot load {str(source)!r} (a tokenizer dir or hub name): {exc}") from None
 
 
 def _build(cls: type[PreTrainedModel], source: str | os.PathLike, config: DeepseekV3Config,

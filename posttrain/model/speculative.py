@@ -52,6 +52,7 @@ from transformers.cache_utils import DynamicCache
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
+from posttrain.errors import UserError
 from posttrain.model.mtp import MtpLayer, mtp_layers
 from posttrain.touchpoints import CACHE_KWARG
 
@@ -226,8 +227,8 @@ def speculative_generate(
     """
     layers = mtp_layers(model)
     if not layers:
-        raise ValueError("speculative decoding drafts with the MTP module, and this model has none "
-                         "(num_nextn_predict_layers = 0); decode without speculative=True")
+        raise UserError("speculative decoding drafts with the MTP module, and this model has none "
+                        "(num_nextn_predict_layers = 0); decode without speculative=True")
     mtp = layers[0]
     device = input_ids.device
     B, W = input_ids.shape

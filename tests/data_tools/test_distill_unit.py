@@ -10,6 +10,7 @@ import pytest
 from data_tools.distill import ShardStore, load_distill_config, parse_config, run_distill
 from data_tools.distill.config import SelectionConfig
 from data_tools.distill.select import choose, foreign_share, readability
+from posttrain.errors import UserError
 from posttrain.generation import Completion
 from rewards.think_format import split_think
 
@@ -78,7 +79,7 @@ def test_shard_store_cuts_torn_tail_rotates_and_keys_once(tmp_path: Path) -> Non
     with ShardStore(directory, shard_size=3) as store:
         store.append([{"prompt_id": "p", "sample_index": i} for i in range(4)])
         assert [p.name for p in store.shards()] == ["samples-00000.jsonl", "samples-00001.jsonl"]
-        with pytest.raises(RuntimeError, match="another distillation run is writing here"):
+        with pytest.raises(UserError, match="another distillation run is writing here"):
             ShardStore(directory).open()
     # A kill in the middle of a write: half a line at the end of the last shard.
     with (directory / "samples-00001.jsonl").open("a") as fh:

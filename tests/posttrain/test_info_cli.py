@@ -43,9 +43,9 @@ def test_cli_info_reads_a_checkpoint_config(tiny_checkpoint, capsys):
     assert json.loads(capsys.readouterr().out)["total_params"] == model_info(load_config("tiny"))["total_params"]
 
 
-def test_cli_info_bad_path_exits_with_message(tmp_path):
-    with pytest.raises(SystemExit, match="no such preset or path"):
-        main(["model", "info", "--config", str(tmp_path / "missing.json")])
+def test_cli_info_bad_path_exits_2_with_one_line(tmp_path, capsys):
+    assert main(["model", "info", "--config", str(tmp_path / "missing.json")]) == 2
+    assert capsys.readouterr().err.startswith("posttrain model info: error: --config: no such preset or path")
 
 
 def test_cli_init_writes_a_loadable_checkpoint(tmp_path, capsys):

@@ -82,8 +82,9 @@ def test_cli_json(tiny_checkpoint, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["rows"] == 6 and report["counted"] > 0
     assert 0.0 <= report["acceptance"] <= 1.0 and report["tokens_per_step"] == 1 + report["expected_accepted"]
-    with pytest.raises(SystemExit, match="mtp-acceptance: error"):
-        main(["model", "mtp-acceptance", "--model", str(tiny_checkpoint), "--data", str(tmp_path / "none.jsonl")])
+    missing = str(tmp_path / "none.jsonl")
+    assert main(["model", "mtp-acceptance", "--model", str(tiny_checkpoint), "--data", missing]) == 2
+    assert "posttrain model mtp-acceptance: error: " in capsys.readouterr().err
 
 
 def test_cli_on_own_greedy_completions(tiny_checkpoint, capsys):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 
@@ -32,15 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_command(args: argparse.Namespace) -> int:
-    """Build the mix; print where it is and its report. A user's mistake exits 2 with one line on stderr."""
+    """Build the mix; print where it is and its report."""
     from data_tools.mix import build_mix
 
-    try:
-        stats = build_mix(args.config, args.output, on_error=args.on_error, overwrite=args.overwrite,
-                          num_proc=args.num_proc)
-    except ValueError as exc:
-        print(f"posttrain data build: error: {exc}", file=sys.stderr)
-        return 2
+    stats = build_mix(args.config, args.output, on_error=args.on_error, overwrite=args.overwrite,
+                      num_proc=args.num_proc)
     dropped = ", ".join(f"{n} {reason}" for reason, n in stats["dropped"].items() if n) or "none"
     print(f"{args.output}: {stats['rows']} rows from {stats['rows_read']} read in {stats['seconds']} s; "
           f"dropped: {dropped}; report: {args.output / 'stats.md'}")
@@ -48,16 +43,12 @@ def build_command(args: argparse.Namespace) -> int:
 
 
 def preferences_command(args: argparse.Namespace) -> int:
-    """Build (or resume, or skip) preference pairs; print the stats. A user's mistake exits 2 with one line."""
+    """Build (or resume, or skip) preference pairs; print the stats."""
     from data_tools.preferences import load_preference_config, run_preferences, stats_markdown
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        config = load_preference_config(args.config, args.overrides)
-        stats = run_preferences(config)
-    except (ValueError, RuntimeError) as exc:  # a bad config, a changed config on old output, a busy output_dir
-        print(f"posttrain data preferences: error: {exc}", file=sys.stderr)
-        return 2
+    config = load_preference_config(args.config, args.overrides)
+    stats = run_preferences(config)
     print(stats_markdown(stats))
     print(f"wrote {Path(config.output_dir) / 'train.jsonl'} and heldout.jsonl")
     return 0

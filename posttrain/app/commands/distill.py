@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,11 +31,7 @@ def generate_command(args: argparse.Namespace) -> int:
     from data_tools.distill.run import stats_markdown
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        result = run_distill(load_distill_config(args.config, args.overrides))
-    except (ValueError, RuntimeError) as exc:  # a bad config, a changed config on old output, a busy output_dir
-        print(f"posttrain distill generate: {exc}", file=sys.stderr)
-        return 2
+    result = run_distill(load_distill_config(args.config, args.overrides))
     if args.json:
         print(json.dumps(result.stats, indent=2))
     else:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from posttrain.errors import option
+
 
 def _source(args: argparse.Namespace) -> str:
     return args.preset or args.config or args.model
@@ -19,10 +21,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from posttrain.model import load_config
     from posttrain.model.info import model_info
 
-    try:
+    with option("--preset" if args.preset else "--config" if args.config else "--model"):
         info = model_info(load_config(_source(args)))
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"posttrain model info: error: {e}") from e
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -53,16 +53,13 @@ def cmd_mtp_acceptance(args: argparse.Namespace) -> int:
     from posttrain.model import load_model, load_tokenizer
     from posttrain.model.acceptance import acceptance_on_rows
 
-    try:
-        model = load_model(args.model).to(args.device).eval()
-        tokenizer = load_tokenizer(args.model)
-        rows = tokenized_rows(args.data, tokenizer, limit=args.limit, model=model, max_new_tokens=args.generate,
-                              batch_size=args.batch_size)
-        torch.manual_seed(0)
-        result = acceptance_on_rows(model, rows, batch_size=args.batch_size, depths=args.depths,
-                                    pad_token_id=tokenizer.pad_token_id or 0)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"posttrain model mtp-acceptance: error: {e}") from e
+    model = load_model(args.model).to(args.device).eval()
+    tokenizer = load_tokenizer(args.model)
+    rows = tokenized_rows(args.data, tokenizer, limit=args.limit, model=model, max_new_tokens=args.generate,
+                          batch_size=args.batch_size)
+    torch.manual_seed(0)
+    result = acceptance_on_rows(model, rows, batch_size=args.batch_size, depths=args.depths,
+                                pad_token_id=tokenizer.pad_token_id or 0)
     report = {"model": args.model, "data": args.data, "rows": len(rows), "generated": args.generate,
               **result.to_dict()}
     if args.json:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from posttrain.errors import MissingFileError, UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +45,7 @@ def parse_reward_spec(text: str) -> str | dict[str, Any]:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"posttrain rewards check: SPEC is not valid JSON ({exc}): {text}") from exc
+        raise UserError(f"SPEC is not valid JSON ({exc}): {text}") from None
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -54,12 +55,12 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     try:
         return [row for _, row in read_jsonl(path, required=["completion"])]
     except FileNotFoundError:
-        raise SystemExit(f"posttrain rewards check: --input {path} does not exist") from None
+        raise MissingFileError(f"--input {path} does not exist") from None
     except RowError as exc:
         if exc.field is None:
-            raise SystemExit(str(exc)) from None
-        raise SystemExit(f"{path}:{exc.line}: each row needs a 'completion' (and 'prompt' plus the reward's "
-                         "columns)") from None
+            raise
+        raise RowError(path, exc.line, "each row needs a 'completion' (and 'prompt' plus the reward's columns)",
+                       field="completion") from None
 
 
 def check_command(args: argparse.Namespace) -> int:
@@ -67,12 +68,8 @@ def check_command(args: argparse.Namespace) -> int:
     from rewards import check_columns, get_reward
 
     rows = read_rows(args.input)
-    try:
-        reward = get_reward(parse_reward_spec(args.spec))
-        check_columns([reward], sorted({column for row in rows for column in row}))
-    except (ValueError, TypeError) as exc:
-        print(f"posttrain rewards check: {exc}", file=sys.stderr)
-        return 2
+    reward = get_reward(parse_reward_spec(args.spec))
+    check_columns([reward], sorted({column for row in rows for column in row}))
     for index, row in enumerate(rows):
         columns = {k: [v] for k, v in row.items() if k not in ("prompt", "completion")}
         failures = getattr(reward, "stats", None) and reward.stats.failures
