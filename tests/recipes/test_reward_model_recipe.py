@@ -101,6 +101,27 @@ def test_lora_reward_model_saves_merged_weights(tiny_checkpoint: Path, preferenc
     assert json.loads((tmp_path / "final" / "reward_eval.json").read_text())["pairs"] == 0
 
 
+@pytest.mark.parametrize("engine", ["zero3", "fsdp2"])
+def test_sharded_engines_train_to_the_same_loadable_classifier(engine: str, tiny_checkpoint: Path,
+                                                               preference_file: Path, tmp_path: Path):
+    """The launch configs of the scale guide work for the reward model too: a whole final/ that plain transformers
+    loads, backbone and router biases trained."""
+    proc = launch("reward_model", *ARGS, "--model_name_or_path", str(tiny_checkpoint), "--dataset_path",
+                  str(preference_file), "--eval_size", "8", "--output_dir", str(tmp_path), "--max_steps", "2",
+                  "--save_strategy", "no", engine=engine)
+    assert proc.stdout.count("'loss':") == 2
+    final = tmp_path / "final"
+    model = AutoModelForSequenceClassification.from_pretrained(final)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_checkpoint, num_labels=1)
+    trained, start = dict(model.model.named_parameters()), dict(base.model.named_parameters())
+    assert trained.keys() == start.keys() and all(trained[k].shape == start[k].shape for k in start)
+    assert any(not torch.equal(trained[k], start[k]) for k in start)  # the backbone trained, and was saved whole
+    biases = [(name, buf) for name, buf in model.named_buffers() if name.endswith("e_score_correction_bias")]
+    start_buffers = dict(base.named_buffers())
+    assert biases and all(not torch.equal(buf, start_buffers[name]) for name, buf in biases)  # the bias update
+    assert 0 <= json.loads((final / "reward_eval.json").read_text())["eval_accuracy"] <= 1
+
+
 def test_data_that_is_not_preferences_is_a_clear_error(tmp_path: Path):
     from trl import RewardConfig
 
