@@ -312,9 +312,14 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return str(done[-1]) if done else None
 
 
+def resume_requested(resume_from_checkpoint: str | bool | None) -> bool:
+    """Whether `--resume_from_checkpoint` asks to resume (a path, `true`/`last`), found or not."""
+    return resume_from_checkpoint not in (None, False, "", "false", "False")
+
+
 def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
     """Map `--resume_from_checkpoint` (a path, `true`/`last`, or unset) to a checkpoint dir or None."""
-    if resume_from_checkpoint in (None, False, "", "false", "False"):
+    if not resume_requested(resume_from_checkpoint):
         return None
     if str(resume_from_checkpoint).lower() in ("true", "last"):
         return last_complete_checkpoint(output_dir)
@@ -350,12 +355,20 @@ def remove_torn(output_dir: str | os.PathLike, resume: str | None) -> list[Path]
 def train(trainer: Trainer, model_args: ModelArguments) -> None:
     """Add the MoE callbacks, keep packed batches as rows where attention needs it (`posttrain.packing`), and train,
     resuming from the newest complete checkpoint when asked (after removing what a kill left behind)."""
+    args = trainer.args
+    if sharded_at_load(trainer.model) and resume_requested(args.resume_from_checkpoint):
+        raise ValueError(
+            f"--resume_from_checkpoint {args.resume_from_checkpoint} with --ep_size {model_args.ep_size}: a model "
+            "sharded at load (transformers' DistributedConfig) cannot resume, the Trainer does not checkpoint its "
+            "optimizer (hence --save_only_model). Start a new run from a checkpoint's weights with "
+            "--model_name_or_path OUTPUT_DIR/checkpoint-N (optimizer and schedule start over), or train under "
+            "accelerate's FSDP2 or ZeRO-3 (recipes/accelerate/), which resume exactly."
+        )
     attach(trainer, model_args)
     use_row_packing(trainer)
     for core in trainer.model.modules():  # PEFT may have put adapters on the MTP layers
         if isinstance(core, DeepseekV3MTPForCausalLM):
             core.freeze_idle_mtp()
-    args = trainer.args
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     trainer.accelerator.wait_for_everyone()  # every rank has chosen before the main one deletes
     if resume is not None or str(args.resume_from_checkpoint).lower() in ("true", "last"):

@@ -181,8 +181,8 @@ def accept_drafts(
 
 def forwards_in_lockstep(model: nn.Module) -> bool:
     """True when every rank must run the same forwards: parameters sharded across ranks (FSDP2 units, DTensor
-    parameters of expert or tensor parallelism, DeepSpeed ZeRO-3), more than one rank. transformers' `synced_gpus`
-    test misses FSDP2 applied by `fully_shard` directly (accelerate's plugin does that)."""
+    parameters of expert or tensor parallelism, DeepSpeed ZeRO-3), more than one rank. transformers' `generate`
+    makes the same choice for its own loop (ZeRO-3, or the `_is_fsdp_managed_module` flag `fully_shard` sets)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return False
     return (is_deepspeed_zero3_enabled() or any(isinstance(m, FSDPModule) for m in model.modules())

@@ -1,6 +1,7 @@
 """Expert parallelism at load (`--ep_size 2`, transformers' DistributedConfig) on 2 CPU processes (gloo): every
 layer's routed experts, MTP's included, split 8 + 8; the loss (MTP in it) and the gradients equal one process's;
-the checkpoint is saved whole and loads (whole or sharded again) to the same weights and losses."""
+the checkpoint is saved whole and loads (whole or sharded again) to the same weights and losses; a resume is
+refused with a clear error (the Trainer cannot checkpoint such a model's optimizer)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from datasets import Dataset
 from torch.distributed.tensor import DTensor
+from trl import SFTConfig
 
 from posttrain.model import load_model, save_model
 from posttrain.model.distributed import distributed_config
-from posttrain.training import ModelArguments, build_model_and_tokenizer
+from posttrain.training import ModelArguments, SFTTrainer, build_model_and_tokenizer, train
 
 ROWS = torch.randint(10, 1000, (4, 24), generator=torch.Generator().manual_seed(0))
 
@@ -35,7 +38,7 @@ def check_close(name, got, want):
 
 
 def worker(rank: int, init: str, out_dir: str) -> None:
-    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     torch.set_num_threads(1)
     try:
@@ -66,6 +69,14 @@ def worker(rank: int, init: str, out_dir: str) -> None:
             assert torch.equal(whole[name], t), name
         again = load_model(f"{out_dir}/final", distributed=distributed_config(2)).train()
         check_close("reloaded loss", losses_and_grads(again, halves[rank])[0], ref_runs[rank][0])
+
+        # the Trainer cannot checkpoint this model's optimizer: asking to resume is an error before any step
+        config = SFTConfig(output_dir=f"{out_dir}/run", use_cpu=True, bf16=False, report_to="none", max_steps=1,
+                           save_only_model=True, resume_from_checkpoint="true")
+        trainer = SFTTrainer(model=again, args=config, processing_class=tokenizer,
+                             train_dataset=Dataset.from_dict({"input_ids": ROWS.tolist()}))
+        with pytest.raises(ValueError, match="--ep_size 2: a model sharded at load .* cannot resume"):
+            train(trainer, args)
     finally:
         dist.destroy_process_group()
 

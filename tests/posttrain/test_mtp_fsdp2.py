@@ -1,5 +1,5 @@
 """MTP with parameters sharded by FSDP2 (`fully_shard`) on 2 CPU processes (gloo): the MTP loss, its gradients,
-speculative drafting and MTP acceptance equal one process's.
+speculative drafting, MTP acceptance and plain (non-speculative) generation equal one process's.
 
 The units are accelerate's FSDP2 plugin's (one per decoder layer, the MTP layer included, the embedding, the final
 norm with the head, the root) or the plain per-layer layout with a root that reshards after forward, where the
@@ -48,12 +48,12 @@ def shard(model, layout: str):
     return model
 
 
-def draft(model, prompts, max_new):
+def draft(model, prompts, max_new, speculative: bool = True):
     ids, attn = left_pad(prompts)
     config = GenerationConfig(max_new_tokens=max_new, pad_token_id=2, eos_token_id=[3], do_sample=False)
     model.eval()
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=attn, generation_config=config, speculative=True)
+        out = model.generate(input_ids=ids, attention_mask=attn, generation_config=config, speculative=speculative)
     model.train()
     return out, model.pop_speculative_stats()
 
@@ -84,6 +84,7 @@ def worker(rank: int, init: str, layout: str) -> None:
         halves = ROWS.chunk(2)
         ref = build()
         ref_drafts = [draft(ref, p, n) for p, n in zip(PROMPTS, MAX_NEW, strict=True)]
+        ref_plain = [draft(ref, p, n, speculative=False)[0] for p, n in zip(PROMPTS, MAX_NEW, strict=True)]
         ref_acceptance = mtp_acceptance(ref.eval(), ROWS).to_dict()
         ref.train()
         ref_steps = []
@@ -108,6 +109,9 @@ def worker(rank: int, init: str, layout: str) -> None:
                 assert out.tolist() == want_out.tolist()
                 assert (stats.drafts, stats.accepted) == (want_stats.drafts, want_stats.accepted) and stats.accepted
                 assert mtp_acceptance(model.eval(), ROWS).to_dict() == ref_acceptance
+                # transformers' own decoding (no drafts) steps in lockstep too: rank 0 stops first, rank 1 goes on
+                plain, _ = draft(model, PROMPTS[rank], MAX_NEW[rank], speculative=False)
+                assert plain.tolist() == ref_plain[rank].tolist()
                 model.train()
     finally:
         dist.destroy_process_group()

@@ -39,17 +39,20 @@ ENGINES = {
 FSDP_ON_CPU = "tests/recipes/fsdp_on_cpu.py"  # accelerate selects FSDP on accelerators only (see the file)
 
 
-def launch_command(recipe: str, *args: str, processes: int = 2, engine: str = "ddp") -> list[str]:
-    """`accelerate launch` of `recipes/<recipe>.py ARGS` on 2 CPU processes under `engine`, or on one process."""
+def launch_command(recipe: str, *args: str, processes: int = 2, engine: str = "ddp",
+                   wrappers: tuple[str, ...] = ()) -> list[str]:
+    """`accelerate launch` of `recipes/<recipe>.py ARGS` on 2 CPU processes under `engine`, or on one process;
+    `wrappers` are launcher scripts run in front of the recipe (`python WRAPPER recipes/<recipe>.py ARGS`)."""
     launcher = ENGINES[engine] if processes == 2 else ["--cpu", "--num_processes", "1", "--mixed_precision", "no"]
     script = [FSDP_ON_CPU] if engine == "fsdp2" else []
-    return [sys.executable, "-m", "accelerate.commands.launch", *launcher, *script, f"recipes/{recipe}.py", *args]
+    return [sys.executable, "-m", "accelerate.commands.launch", *launcher, *script, *wrappers,
+            f"recipes/{recipe}.py", *args]
 
 
 def launch(recipe: str, *args: str, processes: int = 2, env: dict[str, str] | None = None, timeout: int = 300,
-           engine: str = "ddp"):
+           engine: str = "ddp", wrappers: tuple[str, ...] = ()):
     """Run `launch_command(...)` from the repo root; fails the test with the output's tail if it fails."""
-    cmd = launch_command(recipe, *args, processes=processes, engine=engine)
+    cmd = launch_command(recipe, *args, processes=processes, engine=engine, wrappers=wrappers)
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
                 "PYTHONWARNINGS": "default::DeprecationWarning,default::FutureWarning", **(env or {})}
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -1,8 +1,8 @@
-"""SFT with 2 CPU processes under DDP, ZeRO-3 and FSDP2 (the shipped accelerate configs), full and LoRA: every
-checkpoint and the `final/` are plain transformers checkpoints with the MTP weights and the router biases (LoRA:
-base + adapter equals the merged final), and resume is exact: resumed from a checkpoint past a torn one, or killed
-at random moments and resumed, a run logs the same loss at every step and ends with the same weights as the run
-that was never stopped."""
+"""SFT (MTP loss on) and GRPO (MTP-drafted rollouts) with 2 CPU processes under DDP, ZeRO-3 and FSDP2 (the shipped
+accelerate configs), full and LoRA: every checkpoint and the `final/` are plain transformers checkpoints with the
+trained MTP weights and the router biases (LoRA: base + adapter equals the merged final), and resume is exact:
+resumed from a checkpoint past a torn one, or killed at random moments and resumed, a run logs the same loss at
+every step and ends with the same weights as the run that was never stopped."""
 
 from __future__ import annotations
 
@@ -22,12 +22,10 @@ from transformers import AutoModelForCausalLM
 
 from posttrain.model import load_model
 from posttrain.training import COMPLETE
-from tests.recipes.conftest import REPO, assert_same_run, launch, launch_command
+from tests.recipes.conftest import REPO, assert_same_run, launch, launch_command, log_history
 
 STEPS = 4
 MODES = {"full": [], "lora": ["--use_peft", "true", "--lora_r", "4"]}
-# FSDP2 runs without MTP training for now (the MTP layer's own projection runs outside FSDP's hooks)
-ENGINE_ARGS = {"ddp": [], "zero3": [], "fsdp2": ["--mtp_loss_weight", "0"]}
 CASES = [
     "ddp-full", "ddp-lora", "zero3-full", "fsdp2-full",
     pytest.param("zero3-lora", marks=pytest.mark.slow), pytest.param("fsdp2-lora", marks=pytest.mark.slow),
@@ -35,12 +33,12 @@ CASES = [
 
 
 def _args(rows: Path, base: Path, out: Path, case: str) -> list[str]:
-    engine, mode = case.split("-")
+    mode = case.split("-")[1]
     return ["--config", "recipes/configs/tiny/sft.yaml", "--model_name_or_path", str(base),
             "--dataset_path", str(rows), "--output_dir", str(out),
             "--eval_size", "0", "--eval_strategy", "no", "--max_length", "64", "--per_device_train_batch_size", "2",
             "--max_steps", str(STEPS), "--save_steps", "1", "--logging_steps", "1", "--report_to", "none",
-            "--disable_tqdm", "true", "--cpu_threads", "1", *MODES[mode], *ENGINE_ARGS[engine]]
+            "--disable_tqdm", "true", "--cpu_threads", "1", *MODES[mode]]
 
 
 @pytest.fixture(scope="module", params=CASES)
@@ -68,13 +66,16 @@ def test_final_is_a_plain_checkpoint_with_the_mtp_weights_and_the_trained_router
     assert {f"model.layers.{n}.eh_proj.weight", f"model.layers.{n}.mlp.experts.0.gate_proj.weight"} <= saved.keys()
     bias = saved["model.layers.1.mlp.gate.e_score_correction_bias"]
     assert bias.abs().max() > 0  # the bias update ran and its result was saved
+    assert "mtp_loss" in log_history(last)[0]  # the MTP layer trained (the recipe's default MTP weight)
     ours = load_model(final)
     if case.endswith("lora"):  # the adapter carries the biases: base + adapter is the merged model
         adapted = PeftModel.from_pretrained(load_model(tiny_checkpoint), last)
         torch.testing.assert_close(_logits(adapted, ids), _logits(ours, ids), atol=1e-5, rtol=1e-5)
-    else:  # the last checkpoint is a plain one too, and the final holds its weights
-        assert torch.equal(load_model(last).state_dict()["model.layers.1.mlp.experts.gate_up_proj"],
-                           ours.state_dict()["model.layers.1.mlp.experts.gate_up_proj"])
+    else:  # the last checkpoint is a plain one too, the final holds its weights, and the MTP layer moved
+        theirs, mine = load_model(last).state_dict(), ours.state_dict()
+        assert [k for k in mine if not torch.equal(mine[k], theirs[k])] == []
+        base = load_file(tiny_checkpoint / "model.safetensors")[f"model.layers.{n}.eh_proj.weight"]
+        assert not torch.equal(saved[f"model.layers.{n}.eh_proj.weight"], base)
 
 
 def test_resume_past_a_torn_checkpoint_reproduces_the_uninterrupted_run(reference, sft_rows: Path, tiny_checkpoint,
@@ -88,7 +89,8 @@ def test_resume_past_a_torn_checkpoint_reproduces_the_uninterrupted_run(referenc
     (torn / COMPLETE).unlink()
     (torn / "optimizer.pt").write_bytes(b"cut short")
     (run / ".final.tmp-4242").mkdir()  # save_model's temporary dir
-    proc = launch("sft", *_args(sft_rows, tiny_checkpoint, run, case), "--resume_from_checkpoint", "true", engine=case.split("-")[0])
+    proc = launch("sft", *_args(sft_rows, tiny_checkpoint, run, case), "--resume_from_checkpoint", "true",
+                  engine=case.split("-")[0])
     assert f"Removed {torn}" in proc.stdout and not (run / ".final.tmp-4242").exists()
     assert proc.stdout.count("'loss':") == 2  # steps 3 and 4 ran here
     assert_same_run(run, ref, STEPS)
@@ -121,13 +123,18 @@ def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_run(reference
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["zero3", "fsdp2"])
-def test_grpo_runs_to_a_plain_final_checkpoint(engine: str, tiny_checkpoint: Path, tmp_path: Path):
-    extra = ["--speculative_generation", "false"] if engine == "fsdp2" else []  # MTP drafting under FSDP2: later
-    launch("grpo", "--config", "recipes/configs/tiny/grpo.yaml", "--model_name_or_path", str(tiny_checkpoint),
-           "--output_dir", str(tmp_path), "--max_steps", "2", "--num_prompts", "16", "--num_generations", "2",
-           "--per_device_train_batch_size", "2", "--max_completion_length", "8", "--save_strategy", "no",
-           "--logging_steps", "1", "--report_to", "none", "--disable_tqdm", "true", "--cpu_threads", "1", *extra,
-           engine=engine, timeout=900)
+@pytest.mark.parametrize("engine", ["ddp", "zero3", "fsdp2"])
+def test_grpo_with_mtp_drafted_rollouts_runs_to_a_plain_final_checkpoint(engine: str, tiny_checkpoint: Path,
+                                                                          tmp_path: Path):
+    proc = launch("grpo", "--config", "recipes/configs/tiny/grpo.yaml", "--model_name_or_path", str(tiny_checkpoint),
+                  "--output_dir", str(tmp_path), "--max_steps", "2", "--num_prompts", "16", "--num_generations", "2",
+                  "--per_device_train_batch_size", "2", "--max_completion_length", "8", "--save_strategy", "no",
+                  "--logging_steps", "1", "--report_to", "none", "--disable_tqdm", "true", "--cpu_threads", "1",
+                  "--speculative_generation", "true", engine=engine, timeout=900)
+    assert proc.stdout.count("'mtp/acceptance':") == 2  # every step's rollouts were drafted by the MTP layer
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
     assert plain(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, plain.config.vocab_size)
+    saved = load_file(tmp_path / "final" / "model.safetensors")
+    n = plain.config.num_hidden_layers
+    assert f"model.layers.{n}.eh_proj.weight" in saved
+    assert saved["model.layers.1.mlp.gate.e_score_correction_bias"].abs().max() > 0

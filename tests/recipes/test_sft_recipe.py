@@ -20,6 +20,7 @@ TINY_ARGS = [
     "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "4", "--logging_steps", "1",
     "--save_steps", "2", "--eval_steps", "2", "--report_to", "none", "--disable_tqdm", "true",
 ]
+RECORD_DATA_LOADS = "tests/recipes/record_data_loads.py"  # logs each process's mix builds and loads
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +65,19 @@ def test_bad_dataset_path_is_a_clear_error(tmp_path: Path):
         sft.main(sft.SFTScriptArguments(dataset_path=str(tmp_path / "missing.jsonl")), args, ModelArguments())
 
 
-def test_two_processes_build_a_mix_spec_once_and_train_on_it(tmp_path: Path):
+def test_two_processes_build_a_mix_spec_once_and_both_train_on_its_rows(tmp_path: Path):
     spec = tmp_path / "mix.yaml"
     spec.write_text("seed: 0\nmax_tokens: 256\nsources:\n  - builtin: arithmetic\n    rows: 48\n")
-    out = tmp_path / "run"
+    out, calls = tmp_path / "run", tmp_path / "calls"
+    calls.mkdir()
     launch("sft", *TINY_ARGS, "--dataset_path", str(spec), "--output_dir", str(out), "--max_steps", "1",
-           "--save_strategy", "no", "--eval_size", "0", "--eval_strategy", "no")
+           "--save_strategy", "no", "--eval_size", "0", "--eval_strategy", "no",
+           wrappers=(RECORD_DATA_LOADS,), env={"RECORD_DATA_LOADS": str(calls)})
     built = json.loads((out / "data" / "stats.json").read_text())
     assert built["rows"] == 48 and (out / "final").is_dir()
     assert not [p.name for p in (out / "data").parent.iterdir() if ".tmp" in p.name]
+    rank = [[json.loads(line) for line in (calls / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert [c["call"] for c in rank[0]] == ["build_mix", "load_mix"]  # the main process builds, then loads
+    assert [c["call"] for c in rank[1]] == ["load_mix"]  # the other one only loads ...
+    assert rank[1][0]["start"] >= rank[0][0]["end"]  # ... once the build is finished
+    assert rank[1][0]["rows_sha256"] == rank[0][1]["rows_sha256"]  # the same rows
