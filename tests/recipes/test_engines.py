@@ -6,14 +6,15 @@ every step and ends with the same weights as the run that was never stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from peft import PeftModel
@@ -26,6 +27,8 @@ from tests.recipes.conftest import REPO, assert_same_run, launch, launch_command
 
 STEPS = 4
 MODES = {"full": [], "lora": ["--use_peft", "true", "--lora_r", "4"]}
+# Killed at random moments (slow): each engine once, full and LoRA both
+KILLED = ["ddp-full", "zero3-lora", "fsdp2-full", "fsdp2-lora"]
 CASES = [
     "ddp-full", "ddp-lora", "zero3-full", "fsdp2-full",
     pytest.param("zero3-lora", marks=pytest.mark.slow), pytest.param("fsdp2-lora", marks=pytest.mark.slow),
@@ -96,17 +99,28 @@ def test_resume_past_a_torn_checkpoint_reproduces_the_uninterrupted_run(referenc
     assert_same_run(run, ref, STEPS)
 
 
+def _kill_launch(proc: subprocess.Popen) -> None:
+    """SIGKILL a launch and every worker at once, as a lost machine stops them: torch's elastic launcher starts each
+    worker in a session of its own, so killing the launcher's process group would leave the workers training."""
+    procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(procs, timeout=60)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("reference", ["ddp-full"], indirect=True)  # minutes per case; the others resume above
+@pytest.mark.parametrize("reference", KILLED, indirect=True)  # minutes per case; every case resumes above
 def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_run(reference, sft_rows: Path, tiny_checkpoint,
                                                                         tmp_path: Path):
     case, ref = reference
+    engine = case.split("-")[0]
     run, rng = tmp_path / "run", random.Random(18)
-    cmd = launch_command("sft", *_args(sft_rows, tiny_checkpoint, run, case), "--resume_from_checkpoint", "true")
+    args = [*_args(sft_rows, tiny_checkpoint, run, case), "--resume_from_checkpoint", "true"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     kills = 0
-    for _ in range(3):  # kill each launch at a random moment after it starts saving (often during a save)
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
+    for _ in range(2):  # kill each launch at a random moment after it starts saving (often during a save)
+        proc = subprocess.Popen(launch_command("sft", *args, engine=engine), cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seen = set(run.glob("checkpoint-*"))
         deadline = time.monotonic() + 240
@@ -114,11 +128,11 @@ def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_run(reference
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_launch(proc)
             kills += 1
         proc.wait(timeout=60)
     assert kills >= 1
-    launch("sft", *_args(sft_rows, tiny_checkpoint, run, case), "--resume_from_checkpoint", "true")
+    launch("sft", *args, engine=engine)
     assert_same_run(run, ref, STEPS)
 
 
