@@ -357,13 +357,12 @@ def train(trainer: Trainer, model_args: ModelArguments) -> None:
     resuming from the newest complete checkpoint when asked (after removing what a kill left behind)."""
     args = trainer.args
     if sharded_at_load(trainer.model) and resume_requested(args.resume_from_checkpoint):
-        raise ValueError(
+        raise UserError(
             f"--resume_from_checkpoint {args.resume_from_checkpoint} with --ep_size {model_args.ep_size}: a model "
             "sharded at load (transformers' DistributedConfig) cannot resume, the Trainer does not checkpoint its "
             "optimizer (hence --save_only_model). Start a new run from a checkpoint's weights with "
             "--model_name_or_path OUTPUT_DIR/checkpoint-N (optimizer and schedule start over), or train under "
-            "accelerate's FSDP2 or ZeRO-3 (recipes/accelerate/), which resume exactly."
-        )
+            "accelerate's FSDP2 or ZeRO-3 (recipes/accelerate/), which resume exactly.")
     attach(trainer, model_args)
     use_row_packing(trainer)
     for core in trainer.model.modules():  # PEFT may have put adapters on the MTP layers
