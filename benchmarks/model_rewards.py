@@ -30,6 +30,7 @@ import time
 from itertools import product
 from pathlib import Path
 
+from eval.metrics import paired_difference
 from posttrain.cpu_threads import set_cpu_threads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,19 +73,6 @@ def pairwise_accuracy(scores: list[float], correct: list[bool], problems: list[i
                 pairs += 1
                 wins += 1.0 if a > b else 0.5 if a == b else 0.0
     return (wins / pairs if pairs else float("nan")), pairs
-
-
-def paired_difference(pairs: list[tuple[bool, bool]]) -> tuple[float, float]:
-    """Mean of (a - b) over paired outcomes (the same problems, two policies) and its standard error.
-
-    >>> mean, se = paired_difference([(True, False), (True, True), (False, False), (True, False)])
-    >>> mean, round(se, 4)
-    (0.5, 0.2887)
-    """
-    d = [float(a) - float(b) for a, b in pairs]
-    mean = sum(d) / len(d)
-    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1) if len(d) > 1 else 0.0
-    return mean, math.sqrt(var / len(d))
 
 
 def ends(values: list[float]) -> dict[str, float] | None:

@@ -12,7 +12,7 @@ samples stop and a finished one returns at once. Layout of `output_dir`:
 - `stats.json` / `stats.md`: samples, accuracy, prompts all right / all wrong / paired, pairs per split.
 - `COMPLETE`: written last.
 
-Pairing, per prompt: the distinct correct texts C and the distinct incorrect texts I (a verifier applied and
+Pairing, per prompt: the distinct non-empty correct texts C and incorrect texts I (a verifier applied and
 failed; failed requests and samples no verifier applies to are neither), in sample order; pair i is
 (C[i mod |C|], I[i mod |I|]) for i < min(max(|C|, |I|), pairs_per_prompt): every sample is used before any pair
 repeats a side, and no two pairs are equal.
@@ -122,14 +122,17 @@ def is_heldout(prompt_id: str, share: float, seed: int) -> bool:
 def pair_samples(correct: list[dict[str, Any]], wrong: list[dict[str, Any]], k: int) -> list[tuple[dict, dict]]:
     """Pairs (chosen, rejected) of one prompt's samples, deduplicated by text, round robin (see the module doc).
 
-    >>> right, bad = [{"text": t} for t in ("4", "4", "four")], [{"text": "5"}]
+    Empty (or blank) texts are left out: a pair needs two answers, and preference readers refuse an empty side.
+
+    >>> right, bad = [{"text": t} for t in ("4", "4", "four")], [{"text": "5"}, {"text": " "}]
     >>> [(c["text"], r["text"]) for c, r in pair_samples(right, bad, k=4)]
     [('4', '5'), ('four', '5')]
     """
     def distinct(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         seen: dict[str, dict[str, Any]] = {}
         for sample in samples:
-            seen.setdefault(sample["text"].strip(), sample)
+            if sample["text"].strip():
+                seen.setdefault(sample["text"].strip(), sample)
         return list(seen.values())
 
     correct, wrong = distinct(correct), distinct(wrong)

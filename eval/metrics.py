@@ -10,10 +10,13 @@ as not correct, and `aggregate` reports how many there were.
 - maj@k: majority vote (self-consistency, Wang et al. 2022) over the extracted answers of k samples; the vote is
   correct when a sample carrying the winning answer is. The n samples are cut into n // k consecutive groups of
   k and the votes averaged, so every sample counts and maj@1 equals the mean accuracy.
+- Comparisons: the binomial standard error of a pass rate, and the paired difference of two models on the same
+  problems with its standard error (smaller than either rate's when the models agree on most problems).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from statistics import mean
@@ -110,3 +113,25 @@ def aggregate(
     metrics["mean_response_tokens"] = mean(known) if known else None
     metrics.update(num_problems=len(rewards), num_samples=len(flat), unscored=len(flat) - len(scored))
     return metrics
+
+
+def paired_difference(pairs: Sequence[tuple[bool, bool]]) -> tuple[float, float]:
+    """Mean of (a - b) over paired outcomes (the same problems, two models) and its standard error.
+
+    >>> mean, se = paired_difference([(True, False), (True, True), (False, False), (True, False)])
+    >>> mean, round(se, 4)
+    (0.5, 0.2887)
+    """
+    d = [float(a) - float(b) for a, b in pairs]
+    avg = sum(d) / len(d)
+    var = sum((x - avg) ** 2 for x in d) / (len(d) - 1) if len(d) > 1 else 0.0
+    return avg, math.sqrt(var / len(d))
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of a pass rate `p` measured on `n` problems.
+
+    >>> round(binomial_se(0.5, 100), 3)
+    0.05
+    """
+    return math.sqrt(p * (1 - p) / n) if n else float("nan")

@@ -45,6 +45,11 @@ class GRPOScriptArguments:
                   "with the rewards' columns. Unset: the builtin tasks below."},
     )
     tasks: list[str] = field(default_factory=lambda: ["arithmetic"], metadata={"help": "Builtin tasks for prompts."})
+    unlabeled_tasks: list[str] = field(
+        default_factory=list, metadata={"help": "Builtin tasks adding num_prompts prompts each without labels (no "
+                                                "solution, tests or reference; other problems than the labelled ones "
+                                                "of the same task): for rewards that read no gold, e.g. vote."}
+    )
     num_prompts: int = field(default=2000, metadata={"help": "Builtin prompts per task (train split)."})
     task_options: str | None = field(  # YAML may give a mapping directly
         default=None, metadata={"help": "Options of the builtin task generator, a JSON object (e.g. digit counts)."}
@@ -73,7 +78,8 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
     with option("--dataset_path" if script_args.dataset_path else "--tasks"):
         dataset = load_prompts(
             script_args.dataset_path, tasks=script_args.tasks, n=script_args.num_prompts,
-            seed=script_args.prompts_seed, split="train", **(_json(script_args.task_options) or {}),
+            seed=script_args.prompts_seed, split="train",
+            unlabeled=script_args.unlabeled_tasks, **(_json(script_args.task_options) or {}),
         )
     rewards.check_columns(reward_funcs, dataset.column_names, rows=dataset)
 

@@ -10,7 +10,8 @@ bounded workers; plain numbers compared by value, so "4", "4.0" and "04" are one
 given by the most completions is the pseudo-label, and a completion scores 1.0 when its answer is the label, 0.0
 otherwise (no answer at all included). A group has no label, and all its completions score None (no signal, left
 out by TRL), when no completion states an answer, when the top answers tie (a coin flip would reward noise), or
-when the top answer's share of the group is below `min_share`.
+when the top answer's share of the group is below `min_share`. With `unlabelled_only`, only prompts that come
+without a `solution` vote (the others score None): beside a rule reward that checks the labelled ones.
 
 Diagnostics, through TRL's `log_metric` when given: `vote/share` (the label's share of its group, averaged over
 the groups with a label), `vote/labelled` (share of groups with a label) and, where a `solution` column exists,
@@ -77,6 +78,10 @@ class VoteReward(Reward):
 
     min_share: float = field(default=0.0, metadata={"help": "Least share of its group the majority answer needs "
                                                             "(0: a strict plurality is enough)."})
+    unlabelled_only: bool = field(
+        default=False, metadata={"help": "Vote only on prompts that come without a `solution` (None elsewhere): the "
+                                         "self-reward where a rule reward has no gold to check against."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -99,7 +104,8 @@ class VoteReward(Reward):
     def score_batch(self, prompts: list[Any], texts: list[str], rows: list[dict[str, Any]]) -> RowScores:
         groups: dict[str, list[int]] = {}
         for i, prompt in enumerate(prompts):
-            groups.setdefault(prompt_text(prompt), []).append(i)
+            if not (self.unlabelled_only and rows[i].get("solution") is not None):
+                groups.setdefault(prompt_text(prompt), []).append(i)
         answers = self._math().final_answers(texts)
         keys = [answer_key(a) for a in answers]
         scores: list[Score | BaseException] = [None] * len(texts)

@@ -144,6 +144,16 @@ class SelectionConfig:
         default="teacher", metadata={"help": f"One of {SFT_PROMPTS}: SFT rows keep the teacher's conversation "
                                              "(system prompt, template) or the source's own prompt."}
     )
+    sft_system_prompt: str | None = field(
+        default=None, metadata={"help": "System turn of the kept traces' SFT rows (replacing the teacher's, if any): "
+                                        "DeepSeek-V3's <system prompt, problem, R1 response> rows, the system prompt "
+                                        "asking for the reasoner's style, when the teacher samples without one."}
+    )
+    original_responses: bool = field(
+        default=False, metadata={"help": "Also write each prompt's own response from its source as an SFT row "
+                                         "(DeepSeek-V3's <problem, original response> beside <system prompt, "
+                                         "problem, teacher response>); prompts without one get none."}
+    )
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

@@ -70,7 +70,8 @@ def teacher_messages(messages: list[dict[str, str]], config: DistillConfig) -> l
 
 
 def distill_prompts(config: DistillConfig) -> list[dict[str, Any]]:
-    """The prompt rows of every source (`data_tools.sources.read_source`), responses stripped, ids unique."""
+    """The prompt rows of every source (`data_tools.sources.read_source`), ids unique; the source's own response, if
+    any, is kept aside as `original` (DeepSeek-V3's <problem, original response> SFT rows)."""
     from data_tools.sources import read_source
 
     rows: list[dict[str, Any]] = []
@@ -81,11 +82,12 @@ def distill_prompts(config: DistillConfig) -> list[dict[str, Any]]:
             raise UserError(f"prompts[{number}]: {exc}") from None
         for row in dataset:
             messages = list(row["messages"])
+            original = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else None
             while messages and messages[-1]["role"] == "assistant":
                 messages.pop()
             rows.append({
                 "id": row["id"], "domain": row["domain"], "source": row["source"], "prompt": row["prompt"],
-                "messages": messages, "teacher_messages": teacher_messages(messages, config),
+                "messages": messages, "teacher_messages": teacher_messages(messages, config), "original": original,
                 "solution": row["solution"], "tests": row["tests"], "entry_point": row["entry_point"],
             })
     ids = Counter(r["id"] for r in rows)
@@ -222,9 +224,20 @@ def select_traces(
         rejections["not_selected"] += len(candidates) - len(chosen)
         counts["kept"] += len(chosen)
         counts["prompts_kept"] += bool(chosen)
+        if config.selection.original_responses and row.get("original"):
+            counts["originals"] += 1
+            kept_rows.append({
+                "id": f"{row['id']}#original", "domain": row["domain"], "source": row["source"],
+                "messages": [*row["messages"], {"role": "assistant", "content": row["original"]}],
+                "solution": row["solution"], "tests": row["tests"], "entry_point": row["entry_point"],
+                "provenance": {"prompt_id": row["id"], "verdict": "original"},
+            })
         for key in ("domain", "source"):
             groups[key][row[key]].update(counts)
         base = row["teacher_messages"] if config.selection.sft_prompt == "teacher" else row["messages"]
+        if config.selection.sft_system_prompt is not None:
+            base = [{"role": "system", "content": config.selection.sft_system_prompt},
+                    *(m for m in base if m["role"] != "system")]
         for record in chosen:
             if record.get("num_tokens") is not None:
                 lengths["kept"].append(record["num_tokens"])
@@ -241,7 +254,9 @@ def select_traces(
             })
     stats = {
         "prompts": len(prompts), "samples": sum(g["samples"] for g in groups["domain"].values()),
-        "verified": sum(g["verified"] for g in groups["domain"].values()), "kept": len(kept_rows),
+        "verified": sum(g["verified"] for g in groups["domain"].values()),
+        "kept": sum(g["kept"] for g in groups["domain"].values()),
+        "originals": sum(g["originals"] for g in groups["domain"].values()),
         "errors": sum(g["errors"] for g in groups["domain"].values()),
         "by_domain": {k: _rates(v) for k, v in sorted(groups["domain"].items())},
         "by_source": {k: _rates(v) for k, v in sorted(groups["source"].items())},
@@ -256,7 +271,7 @@ def select_traces(
 
 def _rates(counts: Counter) -> dict[str, Any]:
     out = {k: counts.get(k, 0) for k in ("prompts", "samples", "errors", "verified", "readable", "kept",
-                                          "prompts_kept")}
+                                          "prompts_kept", "originals")}
     out["acceptance_rate"] = round(out["verified"] / out["samples"], 4) if out["samples"] else 0.0
     out["prompt_yield"] = round(out["prompts_kept"] / out["prompts"], 4) if out["prompts"] else 0.0
     return out
@@ -266,7 +281,8 @@ def stats_markdown(stats: dict[str, Any]) -> str:
     """A human summary of `stats.json`."""
     lines = [f"# Distillation: {stats['teacher']['model']} ({stats['teacher']['backend']})", "",
              f"{stats['prompts']} prompts, {stats['samples']} samples, {stats['verified']} verified "
-             f"({stats['acceptance_rate']:.1%}), {stats['kept']} kept, {stats['errors']} failed requests.", ""]
+             f"({stats['acceptance_rate']:.1%}), {stats['kept']} kept, {stats['errors']} failed requests"
+             + (f"; {stats['originals']} rows of the prompts' original responses." if stats["originals"] else "."), ""]
     for key in ("by_domain", "by_source"):
         lines += [f"| {key[3:]} | prompts | samples | verified | acceptance | readable | kept | prompts kept |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -307,5 +323,6 @@ def run_distill(
     write_atomic(marker, json.dumps({"fingerprint": fingerprint, "selection": selection, "errors": stats["errors"],
                                      "samples": stats["samples"], "kept": stats["kept"]}))
     (log or logger.info)(f"distill: {stats['samples']} samples, {stats['verified']} verified "
-                         f"({stats['acceptance_rate']:.1%}), {stats['kept']} rows kept in {data_path}")
+                         f"({stats['acceptance_rate']:.1%}), {stats['kept']} kept, {stats['originals']} original responses: "
+                         f"{len(rows)} rows in {data_path}")
     return DistillResult(out, data_path, stats)

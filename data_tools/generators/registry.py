@@ -114,16 +114,21 @@ def generate(task: str, n: int, seed: int = 0, split: str = "train", **options: 
 
 
 def prompt_dataset(
-    tasks: str | Sequence[str], n: int, seed: int = 0, split: str = "heldout", chat: bool = True, **options: Any
+    tasks: str | Sequence[str], n: int, seed: int = 0, split: str = "heldout", chat: bool = True,
+    unlabeled: Sequence[str] = (), **options: Any
 ):
     """A `datasets.Dataset` of prompts for GRPO or eval: `n` rows per task, columns `prompt`, `solution`, `tests`,
     `entry_point`, `id`, `domain`, `source`, `reference` (the generator's worked answer, for the `steps` reward);
     `prompt` is a one-message user conversation when `chat` (so trainers apply the chat template), else the user
-    text. `options` apply to a single task only.
+    text. `unlabeled` tasks add `n` rows each, drawn with `seed + 1` (other problems, mostly, where a task is in both
+    lists, mostly), without labels (`solution`, `tests`, `entry_point`, `reference` None): prompts for rewards that read no
+    gold, such as `vote`. `options` apply to a single task only.
 
-    >>> ds = prompt_dataset("arithmetic", 3, split="heldout")
-    >>> ds.num_rows, ds[0]["prompt"][0]["role"]
-    (3, 'user')
+    >>> ds = prompt_dataset("arithmetic", 3, split="heldout", unlabeled=["arithmetic"])
+    >>> ds.num_rows, ds[0]["prompt"][0]["role"], ds[0]["solution"] is None, ds[3]["solution"] is None
+    (6, 'user', False, True)
+    >>> ds[0]["prompt"] != ds[3]["prompt"]
+    True
     """
     from datasets import Dataset
 
@@ -132,10 +137,15 @@ def prompt_dataset(
         raise UserError(f"prompt_dataset: options {sorted(options)} apply to one task, got tasks {names}")
     columns: dict[str, list[Any]] = {k: [] for k in ("prompt", "solution", "tests", "entry_point", "id", "domain",
                                                       "source", "reference")}
-    for name in names:
-        for row in iter_rows(name, n, seed=seed, split=split, **options):
+    if options and unlabeled and list(unlabeled) != names:
+        raise UserError(f"prompt_dataset: options {sorted(options)} apply to one task, got unlabeled {list(unlabeled)}")
+    runs = [(name, seed, True) for name in names] + [(name, seed + 1, False) for name in unlabeled]
+    for name, task_seed, labelled in runs:
+        for row in iter_rows(name, n, seed=task_seed, split=split, **options):
             row["prompt"] = [{"role": "user", "content": row["prompt"]}] if chat else row["prompt"]
             row["reference"] = row["messages"][-1]["content"]
+            if not labelled:
+                row.update(solution=None, tests=None, entry_point=None, reference=None)
             for key, values in columns.items():
                 values.append(row[key])
     return Dataset.from_dict(columns)

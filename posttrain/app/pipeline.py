@@ -43,6 +43,12 @@ class Stage:
     args: dict[str, Any] = field(default_factory=dict)
     num_processes: int = 1
     evaluate: bool = True  # False for stages that leave the main model as it was (e.g. MTP refresh)
+    targets: list[str] = field(default_factory=list)  # benchmarks the stage is meant to raise (marked in the table)
+
+    def start(self) -> str | None:
+        """The earlier stage this one trains from (its `model_name_or_path` is `{stage}`), else None."""
+        value = str(self.args.get("model_name_or_path", ""))
+        return value[1:-1] if value.startswith("{") and value.endswith("}") else None
 
 
 @dataclass
@@ -53,6 +59,9 @@ class EvalSettings:
     limit: int | None = 200
     max_new_tokens: int = 192
     batch_size: int = 64
+    # the last evaluated stage also samples its targets: pass@k and maj@k with k = final_samples (0: greedy only)
+    final_samples: int = 0
+    final_temperature: float = 0.7
 
 
 @dataclass
@@ -75,6 +84,11 @@ def load_pipeline_config(path: str | os.PathLike, output_dir: str | None = None)
     if len(set(names)) != len(names):
         raise UserError(f"{path}: stage names must be unique, got {names}")
     settings = from_mapping(EvalSettings, raw.get("eval", {}), f"{path}: eval")
+    for i, stage in enumerate(stages):
+        unknown = sorted(set(stage.targets) - set(settings.benchmarks))
+        if unknown:
+            raise UserError(f"{path}: stages[{i}].targets: {unknown} are not among eval.benchmarks "
+                            f"{settings.benchmarks}")
     return from_mapping(PipelineConfig, {**raw, "stages": stages, "eval": settings,
                                          "output_dir": output_dir or raw["output_dir"]}, str(path))
 
@@ -87,11 +101,15 @@ def stage_dir(config: PipelineConfig, stage: Stage) -> Path:
 def _fill(value: Any, config: PipelineConfig) -> Any:
     if isinstance(value, list):
         return [_fill(v, config) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, config) for k, v in value.items()}
     if not isinstance(value, str):
         return value
     names = {"output_dir": config.output_dir}
     names |= {s.name: str(Path(config.output_dir) / s.name / FINAL_DIR) for s in config.stages}
-    return value.format(**names)
+    for name, path in names.items():  # other braces stay: YAML flow mappings in overrides, JSON
+        value = value.replace(f"{{{name}}}", path)
+    return value
 
 
 def stage_command(config: PipelineConfig, stage: Stage) -> list[str]:
@@ -114,8 +132,6 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=None
 
     Returns {stage: {benchmark: pass@1}}.
     """
-    import eval as evaluation
-
     log = log or functools.partial(print, flush=True)  # stages write to the same stdout: keep the order
     names = [s.name for s in config.stages]
     if from_stage is not None and from_stage not in names:
@@ -128,7 +144,9 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=None
         (out / "eval" / f"{name}.json").unlink(missing_ok=True)
 
     table: dict[str, dict[str, float]] = {}
+    evals: dict[str, dict[str, Any]] = {}
     timings: dict[str, float] = {}
+    evaluated = [s.name for s in config.stages if s.evaluate]
     for stage in config.stages:
         final = stage_dir(config, stage) / FINAL_DIR
         if (final / "config.json").is_file():
@@ -148,35 +166,100 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=None
             timings[stage.name] = time.perf_counter() - start
         if not stage.evaluate:
             continue
+        last = stage.name == evaluated[-1]
         cached = out / "eval" / f"{stage.name}.json"
-        if not cached.is_file():
+        if not cached.is_file() or "correct" not in _read(cached) or (
+                last and config.eval.final_samples and "sampled" not in _read(cached)):
             start = time.perf_counter()
-            results = evaluation.evaluate(
-                [final], config.eval.benchmarks, limit=config.eval.limit, max_new_tokens=config.eval.max_new_tokens,
-                batch_size=config.eval.batch_size, output_dir=out / "eval" / stage.name,
-            )
-            scores = {r.benchmark: r.metrics["pass@1"] for r in results}
-            write_atomic(cached, json.dumps(scores, indent=2))
+            sampled = (stage.targets or config.eval.benchmarks) if last else []
+            write_atomic(cached, json.dumps(evaluate_stage(config, final, out / "eval" / stage.name, sampled)))
             timings[f"eval:{stage.name}"] = time.perf_counter() - start
-        table[stage.name] = json.loads(cached.read_text())
+        evals[stage.name] = _read(cached)
+        table[stage.name] = evals[stage.name]["pass@1"]
         log(f"[pipeline] {stage.name}: " + ", ".join(f"{b} {v:.3f}" for b, v in table[stage.name].items()))
-    write_atomic(out / "results.md", results_markdown(table, timings))
+    write_atomic(out / "results.md", results_markdown(config, evals, timings))
     plot_stages(table, out / "stages.png")
     log((out / "results.md").read_text())
     return table
 
 
-def results_markdown(table: dict[str, dict[str, float]], timings: dict[str, float] | None = None) -> str:
-    """The stage x benchmark table (greedy pass@1 on the held-out sets), dated, with this run's timings.
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
 
-    >>> print(results_markdown({"sft": {"arithmetic": 0.5}}).splitlines()[2])
-    | stage | arithmetic |
-    """
-    benches = sorted({b for row in table.values() for b in row})
-    lines = [f"Held-out greedy pass@1 after each stage, measured {date.today().isoformat()}.", "",
-             "| stage | " + " | ".join(benches) + " |", "|---" * (len(benches) + 1) + "|"]
-    lines += [f"| {stage} | " + " | ".join(f"{row.get(b, float('nan')):.3f}" for b in benches) + " |"
-              for stage, row in table.items()]
+
+def evaluate_stage(config: PipelineConfig, model: Path, output_dir: Path, sampled: list[str]) -> dict[str, Any]:
+    """Greedy pass@1 per benchmark with each problem's verdict (for paired comparisons between stages); on the
+    `sampled` benchmarks also pass@k and maj@k over `final_samples` samples at `final_temperature`."""
+    import eval as evaluation
+
+    settings = config.eval
+    common = {"limit": settings.limit, "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size}
+    results = evaluation.evaluate([model], settings.benchmarks, output_dir=output_dir, **common)
+    record: dict[str, Any] = {
+        "pass@1": {r.benchmark: r.metrics["pass@1"] for r in results},
+        "correct": {r.benchmark: [int(s["correct"]) for s in sorted(r.samples, key=lambda s: s["problem"])]
+                    for r in results},
+    }
+    if sampled and settings.final_samples:
+        k = settings.final_samples
+        results = evaluation.evaluate([model], sampled, num_samples=k, k=[1, k],
+                                      temperature=settings.final_temperature, output_dir=output_dir / "sampled",
+                                      **common)
+        record["sampled"] = {r.benchmark: {m: r.metrics[m] for m in (f"pass@{k}", f"maj@{k}", "pass@1")}
+                             for r in results}
+    return record
+
+
+def stage_gains(config: PipelineConfig, evals: dict[str, dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """{stage: {benchmark: (change of greedy pass@1 from the stage it trains from, paired standard error)}}."""
+    from eval.metrics import paired_difference
+
+    gains = {}
+    for stage in config.stages:
+        start = stage.start()
+        if stage.name not in evals or start not in evals:
+            continue
+        now, before = evals[stage.name]["correct"], evals[start]["correct"]
+        gains[stage.name] = {b: paired_difference(list(zip(now[b], before[b], strict=True)))
+                             for b in now if b in before}
+    return gains
+
+
+def results_markdown(config: PipelineConfig, evals: dict[str, dict[str, Any]],
+                     timings: dict[str, float] | None = None) -> str:
+    """The stage x benchmark table of greedy pass@1 on the held-out sets, with each stage's change from the stage it
+    trains from (paired standard error; targeted benchmarks in bold), the last stage's pass@k and maj@k, dated."""
+    from eval.metrics import binomial_se
+
+    gains = stage_gains(config, evals)
+    stages = {s.name: s for s in config.stages}
+    benches = sorted({b for row in evals.values() for b in row["pass@1"]})
+    n = {b: len(next(row["correct"][b] for row in evals.values() if b in row["correct"])) for b in benches}
+    lines = [f"Held-out greedy pass@1 after each stage, measured {date.today().isoformat()}; in brackets the change "
+             "from the stage it trains from and its paired standard error; bold: the benchmarks the stage targets.",
+             "", "| stage | from | " + " | ".join(f"{b} (n={n[b]})" for b in benches) + " |",
+             "|---" * (len(benches) + 2) + "|"]
+    for name, row in evals.items():
+        cells = []
+        for b in benches:
+            value = row["pass@1"].get(b, float("nan"))
+            cell = f"{value:.3f}"
+            if b in gains.get(name, {}):
+                change, se = gains[name][b]
+                cell += f" ({change:+.3f} ± {se:.3f})"
+            cells.append(f"**{cell}**" if b in stages[name].targets else cell)
+        lines.append(f"| {name} | {stages[name].start() or '-'} | " + " | ".join(cells) + " |")
+    last = next(reversed(evals), None)
+    if last and "sampled" in evals[last]:
+        sampled = evals[last]["sampled"]
+        metrics = list(next(iter(sampled.values())))
+        lines += ["", f"{last}, {config.eval.final_samples} samples per problem at temperature "
+                  f"{config.eval.final_temperature}:", "", "| benchmark | " + " | ".join(metrics) + " |",
+                  "|---" * (len(metrics) + 1) + "|"]
+        lines += [f"| {b} | " + " | ".join(f"{v[m]:.3f}" for m in metrics) + " |" for b, v in sampled.items()]
+    worst = {b: binomial_se(0.5, n[b]) for b in benches}
+    lines += ["", "Standard error of one pass rate p on n problems: sqrt(p(1-p)/n), at most "
+              + ", ".join(f"{worst[b]:.3f} ({b})" for b in benches) + "."]
     if timings:
         lines += ["", "Wall time this run: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())]
     return "\n".join(lines) + "\n"

@@ -149,6 +149,33 @@ def test_run_verifies_selects_and_writes_mix_readable_rows(tmp_path: Path) -> No
         run_distill(parse_config(base_config(tmp_path, system_prompt=None)), backend=teacher)
 
 
+def test_both_sample_kinds_original_response_and_system_prompted_trace(tmp_path: Path) -> None:
+    """DeepSeek-V3's two SFT sample kinds: <problem, original response> and <system prompt, problem, teacher's
+    response>; prompts whose source has no response get only the second."""
+    prompts = tmp_path / "with_answers.jsonl"
+    prompts.write_text(json.dumps({"id": "m1", "prompt": "What is 6*7?", "response": "6*7 = 42. \\boxed{42}",
+                                   "solution": "42"}) + "\n" + json.dumps({"id": "m2", "prompt": "What is 2+2?",
+                                                                          "solution": "4"}) + "\n")
+    config = base_config(tmp_path, system_prompt="Think first.", selection={"original_responses": True})
+    config["prompts"] = [{"path": str(prompts), "name": "mine", "domain": "math"}]
+    result = run_distill(parse_config(config), backend=ScriptedTeacher())
+    rows = {r["id"]: r for r in map(json.loads, result.data_path.read_text().splitlines())}
+    assert sorted(rows) == ["m1#2", "m1#original", "m2#2"]
+    original = rows["m1#original"]
+    assert [m["role"] for m in original["messages"]] == ["user", "assistant"]
+    assert original["messages"][1]["content"] == "6*7 = 42. \\boxed{42}"
+    assert original["provenance"] == {"prompt_id": "m1", "verdict": "original"}
+    assert [m["role"] for m in rows["m1#2"]["messages"]] == ["system", "user", "assistant"]
+    assert (result.stats["kept"], result.stats["originals"]) == (2, 1)
+
+    # A teacher sampled without a system prompt; its rows get one: reselected from the stored samples.
+    config["selection"]["sft_system_prompt"] = "Reason, then answer."
+    again = run_distill(parse_config(config), backend=ScriptedTeacher())
+    trace = next(r for r in map(json.loads, again.data_path.read_text().splitlines()) if r["id"] == "m1#2")
+    assert trace["messages"][0] == {"role": "system", "content": "Reason, then answer."}
+    assert sum(m["role"] == "system" for m in trace["messages"]) == 1
+
+
 def test_failed_requests_are_recorded_then_retried(tmp_path: Path) -> None:
     class Flaky(ScriptedTeacher):
         def __init__(self, fail: bool) -> None:

@@ -81,17 +81,25 @@ def test_final_is_a_plain_checkpoint_with_the_mtp_weights_and_the_trained_router
         assert not torch.equal(saved[f"model.layers.{n}.eh_proj.weight"], base)
 
 
+def _torn_start(ref: Path, run: Path) -> Path:
+    """`run` as a kill during the save of checkpoint-3 leaves it: checkpoint-2 whole, checkpoint-3 with some files
+    written and no marker, save_model's temporary dir; returns the torn checkpoint."""
+    run.mkdir()
+    shutil.copytree(ref / "checkpoint-2", run / "checkpoint-2")
+    torn = run / "checkpoint-3"
+    shutil.copytree(ref / "checkpoint-3", torn)
+    (torn / COMPLETE).unlink()
+    (torn / "optimizer.pt").write_bytes(b"cut short")
+    (run / ".final.tmp-4242").mkdir()
+    return torn
+
+
+@pytest.mark.parametrize("reference", [c for c in CASES if c not in KILLED], indirect=True)  # KILLED: below
 def test_resume_past_a_torn_checkpoint_reproduces_the_uninterrupted_run(reference, sft_rows: Path, tiny_checkpoint,
                                                                         tmp_path: Path):
     case, ref = reference
     run = tmp_path / "run"
-    run.mkdir()
-    shutil.copytree(ref / "checkpoint-2", run / "checkpoint-2")
-    torn = run / "checkpoint-3"  # a kill during the next save: some files written, no marker
-    shutil.copytree(ref / "checkpoint-3", torn)
-    (torn / COMPLETE).unlink()
-    (torn / "optimizer.pt").write_bytes(b"cut short")
-    (run / ".final.tmp-4242").mkdir()  # save_model's temporary dir
+    torn = _torn_start(ref, run)
     proc = launch("sft", *_args(sft_rows, tiny_checkpoint, run, case), "--resume_from_checkpoint", "true",
                   engine=case.split("-")[0])
     assert f"Removed {torn}" in proc.stdout and not (run / ".final.tmp-4242").exists()
@@ -110,29 +118,31 @@ def _kill_launch(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("reference", KILLED, indirect=True)  # minutes per case; every case resumes above
+@pytest.mark.parametrize("reference", KILLED, indirect=True)  # minutes per case
 def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_run(reference, sft_rows: Path, tiny_checkpoint,
                                                                         tmp_path: Path):
+    """From a torn checkpoint-3 (as above), a launch resumes past it and is killed at a random moment after it
+    starts saving (often during a save); the next launch resumes from whatever that left."""
     case, ref = reference
     engine = case.split("-")[0]
     run, rng = tmp_path / "run", random.Random(18)
+    torn = _torn_start(ref, run)
     args = [*_args(sft_rows, tiny_checkpoint, run, case), "--resume_from_checkpoint", "true"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    kills = 0
-    for _ in range(2):  # kill each launch at a random moment after it starts saving (often during a save)
-        proc = subprocess.Popen(launch_command("sft", *args, engine=engine), cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        seen = set(run.glob("checkpoint-*"))
+    with (tmp_path / "killed.log").open("w") as log:
+        proc = subprocess.Popen(launch_command("sft", *args, engine=engine), cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        seen = set(run.glob("checkpoint-*")) - {torn}
         deadline = time.monotonic() + 240
         while proc.poll() is None and set(run.glob("checkpoint-*")) <= seen and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 1.5))
-        if proc.poll() is None:
-            _kill_launch(proc)
-            kills += 1
+        assert proc.poll() is None, "the launch ended before it could be killed"
+        _kill_launch(proc)
         proc.wait(timeout=60)
-    assert kills >= 1
+    assert f"Removed {torn}" in (tmp_path / "killed.log").read_text()
     launch("sft", *args, engine=engine)
+    assert not (run / ".final.tmp-4242").exists()
     assert_same_run(run, ref, STEPS)
 
 

@@ -102,10 +102,13 @@ def test_missing_column_names_the_reward_and_the_column(tmp_path: Path):
 
 
 def test_grpo_with_self_rewards_only(tiny_checkpoint: Path, tmp_path: Path):
-    """No gold read for the reward: `vote` and the policy judging itself (`self_judge`, bound to the live model)."""
+    """No gold read for the reward: `vote` on prompts that come without labels (`unlabeled_tasks`) and the policy
+    judging itself (`self_judge`, bound to the live model)."""
     judge = json.dumps({"name": "self_judge", "votes": 2, "max_new_tokens": 4})
+    vote = json.dumps({"name": "vote", "unlabelled_only": True})
     proc = launch("grpo", *grpo_args(tiny_checkpoint, tmp_path, "--max_steps", "1", "--save_strategy", "no",
-                                     "--reward_funcs", "vote", judge, "--reward_weights", "1", "1"), processes=1)
+                                     "--unlabeled_tasks", "word_problems", "--reward_funcs", vote, judge,
+                                     "--reward_weights", "1", "1"), processes=1)
     for metric in ("'rewards/vote/mean'", "'vote/labelled'", "'vote/share'", "'rewards/self_judge/mean'"):
         assert metric in proc.stdout
     # A random policy states no verdict: its self_judge rows fail (counted), training goes on to a final model.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewards import get_reward
@@ -92,13 +93,28 @@ def test_resume_continues_from_the_last_complete_checkpoint(rm_run: Path, tiny_c
     assert [h["step"] for h in log_history(run / "checkpoint-3") if "loss" in h] == [1, 2, 3]
 
 
-def test_lora_reward_model_saves_merged_weights(tiny_checkpoint: Path, preference_file: Path, tmp_path: Path):
-    launch("reward_model", *ARGS, "--model_name_or_path", str(tiny_checkpoint), "--dataset_path",
-           str(preference_file), "--eval_size", "0", "--eval_strategy", "no", "--output_dir", str(tmp_path),
-           "--max_steps", "1", "--use_peft", "true", "--lora_r", "4", "--save_strategy", "no", processes=1)
-    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final")
+def test_lora_reward_model_on_pairs_it_samples_first(tiny_checkpoint: Path, tmp_path: Path):
+    """A `preferences:` section samples the policy's pairs before training (as the pipeline runs it); LoRA saves
+    merged weights."""
+    verifier = tmp_path / "odd.py"  # the random policy answers nothing right: split its samples by length instead
+    verifier.write_text("def odd(completions, **kwargs):\n    return [float(len(c) % 2) for c in completions]\n")
+    config = yaml.safe_load(Path("recipes/configs/tiny/reward_model.yaml").read_text())
+    config["preferences"] = {
+        "output_dir": str(tmp_path / "pairs"), "prompts": [{"builtin": "arithmetic", "rows": 12, "split": "train"}],
+        "policy": {"backend": "hf", "model": "unused", "device": "cpu", "batch_size": 12},
+        "sampling": {"n": 4, "temperature": 1.0, "max_new_tokens": 6, "seed": 0},
+        "verify": {"rewards": [f"{verifier}:odd"]}, "heldout": 0.0,
+    }
+    (tmp_path / "rm.yaml").write_text(yaml.safe_dump(config))
+    args = [*ARGS[2:], "--config", str(tmp_path / "rm.yaml"), "--policy_model", str(tiny_checkpoint)]
+    launch("reward_model", *args, "--model_name_or_path", str(tiny_checkpoint), "--eval_size", "0",
+           "--eval_strategy", "no", "--output_dir", str(tmp_path / "rm"), "--max_steps", "1", "--use_peft", "true",
+           "--lora_r", "4", "--save_strategy", "no", processes=1)
+    pairs = (tmp_path / "pairs" / "train.jsonl").read_text().splitlines()
+    assert pairs and (tmp_path / "pairs" / "COMPLETE").is_file()
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm" / "final")
     assert not any("lora" in name for name, _ in model.named_parameters())
-    assert json.loads((tmp_path / "final" / "reward_eval.json").read_text())["pairs"] == 0
+    assert json.loads((tmp_path / "rm" / "final" / "reward_eval.json").read_text())["pairs"] == 0
 
 
 @pytest.mark.parametrize("engine", ["zero3", "fsdp2"])

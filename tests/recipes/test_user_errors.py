@@ -1,11 +1,12 @@
 """A user's mistake, in every recipe and in the CLIs, ends with one error line naming the option and what would be
-right, exit status 2 and no traceback: run as users run them, as subprocesses."""
+right, exit status 2 and no traceback: run as users run them, each case in a process of its own."""
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,8 +84,8 @@ CASES = {
 }
 
 
-def run(args: tuple[str, ...], tmp_path, checkpoint=None) -> subprocess.CompletedProcess:
-    """Run a recipe or CLI from the repo root on the small input files of `tmp_path` (`{ckpt}`: `checkpoint`)."""
+def write_inputs(tmp_path: Path) -> None:
+    """The small input files the cases name as `{tmp}/...`."""
     (tmp_path / "rows.jsonl").write_text('{"prompt": "1+1?", "completion": "2"}\n')
     (tmp_path / "sft.jsonl").write_text('{"prompt": "1+1?", "response": "2"}\n')
     (tmp_path / "prefs.jsonl").write_text('{"prompt": "1+1?", "chosen": "2", "rejected": "3"}\n')
@@ -93,32 +94,48 @@ def run(args: tuple[str, ...], tmp_path, checkpoint=None) -> subprocess.Complete
         "recipes/configs/tiny/sft.yaml, args: {dataset_path: /nowhere/mix.yaml}}\n"
     )
     (tmp_path / "buggy.py").write_text("def score(completions, **kwargs):\n    return [1.0]\n\n\nNAMES = {}['x']\n")
-    command = [sys.executable, *(a.replace("{tmp}", str(tmp_path)).replace("{ckpt}", str(checkpoint)) for a in args)]
-    if args[0].startswith("recipes/"):
-        command += ["--output_dir", str(tmp_path / "o")]  # the CLIs take none
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if "vllm" in args:  # its import fails as where vLLM is not installed, installed or not (TRL is not imported)
-        (tmp_path / "hide" / "vllm").mkdir(parents=True)
-        (tmp_path / "hide" / "vllm" / "__init__.py").write_text("raise ModuleNotFoundError('vllm')\n")
-        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "hide"), *filter(None, [os.environ.get("PYTHONPATH")])])
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    # vLLM's import fails as where it is not installed, installed or not (TRL is not imported)
+    (tmp_path / "hide" / "vllm").mkdir(parents=True)
+    (tmp_path / "hide" / "vllm" / "__init__.py").write_text("raise ModuleNotFoundError('vllm')\n")
+
+
+BUG = (*CLI, "rewards", "check", "{tmp}/buggy.py:score", "--input", "{tmp}/rows.jsonl")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> dict[str, dict]:
+    """Every case run as `python ARGS` from the repo root, each in a process of its own (forked from one that
+    imported the libraries once: tests/recipes/forked_entry_points.py): {case: returncode, stdout, stderr}."""
+    tmp = tmp_path_factory.mktemp("mistakes")
+    write_inputs(tmp)
+    cases = {}
+    for name, args in {**{case: spec[0] for case, spec in CASES.items()}, "bug": BUG}.items():
+        argv = [a.replace("{tmp}", str(tmp)).replace("{ckpt}", str(tiny_checkpoint)) for a in args]
+        if argv[0].startswith("recipes/"):
+            argv += ["--output_dir", str(tmp / name)]  # the CLIs take none
+        cases[name] = {"argv": argv, "env": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"},
+                       "path": [str(tmp / "hide")] if "vllm" in args else []}
+    (tmp / "cases.json").write_text(json.dumps(cases))
+    subprocess.run([sys.executable, "tests/recipes/forked_entry_points.py", str(tmp / "cases.json"), str(tmp / "out")],
+                   cwd=REPO, check=True, timeout=1800)
+    return {name: json.loads((tmp / "out" / f"{name}.json").read_text()) for name in cases}
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_user_mistake_is_one_line_and_exit_status_2(case, tmp_path, tiny_checkpoint):
-    args, prog, expected = CASES[case]
-    done = run(args, tmp_path, tiny_checkpoint)
-    assert done.returncode == 2, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    last = done.stderr.strip().splitlines()[-1]
+def test_a_user_mistake_is_one_line_and_exit_status_2(case, results):
+    _, prog, expected = CASES[case]
+    done = results[case]
+    assert done["returncode"] == 2, done["stderr"][-3000:]
+    assert "Traceback" not in done["stderr"], done["stderr"][-3000:]
+    last = done["stderr"].strip().splitlines()[-1]
     assert last.startswith(f"{prog}: error: "), last
     for part in expected:
         assert part in last, last
 
 
-def test_a_bug_keeps_its_traceback(tmp_path):
+def test_a_bug_keeps_its_traceback(results):
     # A reward file whose own code fails: the traceback points into it, as any bug's should.
-    done = run((*CLI, "rewards", "check", "{tmp}/buggy.py:score", "--input", "{tmp}/rows.jsonl"), tmp_path)
-    assert done.returncode == 1, done.stderr[-3000:]
-    assert "Traceback" in done.stderr and "buggy.py\", line 5" in done.stderr, done.stderr[-3000:]
-    assert done.stderr.strip().splitlines()[-1] == "KeyError: 'x'"
+    done = results["bug"]
+    assert done["returncode"] == 1, done["stderr"][-3000:]
+    assert "Traceback" in done["stderr"] and "buggy.py\", line 5" in done["stderr"], done["stderr"][-3000:]
+    assert done["stderr"].strip().splitlines()[-1] == "KeyError: 'x'"

@@ -39,6 +39,16 @@ def test_vote_reads_no_gold_but_reports_the_pseudo_labels_accuracy():
     assert "label_accuracy" not in vote.last
 
 
+def test_vote_unlabelled_only_leaves_labelled_prompts_to_the_rule_reward():
+    """Beside `math` in one GRPO run (`unlabeled_tasks`): prompts with a solution score None, the others vote."""
+    vote = get_reward({"name": "vote", "unlabelled_only": True})
+    prompts = ["2+2?"] * 3 + ["3+3?"] * 3
+    completions = [r"\boxed{4}", r"\boxed{4}", r"\boxed{5}", r"\boxed{7}", r"\boxed{7}", r"\boxed{6}"]
+    scores = vote(prompts=prompts, completions=completions, solution=["4"] * 3 + [None] * 3)
+    assert scores == [None, None, None, 1.0, 1.0, 0.0]
+    assert vote.last == {"share": 2 / 3, "labelled": 1.0}
+
+
 def test_vote_min_share_and_groups_without_answers():
     vote = get_reward({"name": "vote", "min_share": 0.6})
     scores = vote(prompts=["a"] * 3 + ["b"] * 2,

@@ -40,9 +40,10 @@ def pipeline_yaml(tmp_path: Path, tiny_checkpoint: Path) -> Path:
             {"name": "sft", "recipe": str(tmp_path / "copy.py"), "config": str(tmp_path / "stage.yaml"),
              "args": {"model_name_or_path": str(tiny_checkpoint)}},
             {"name": "grpo", "recipe": str(tmp_path / "copy.py"), "config": str(tmp_path / "stage.yaml"),
-             "args": {"model_name_or_path": "{sft}"}},
+             "args": {"model_name_or_path": "{sft}"}, "targets": ["arithmetic"]},
         ],
-        "eval": {"benchmarks": ["arithmetic"], "limit": 4, "max_new_tokens": 4, "batch_size": 4},
+        "eval": {"benchmarks": ["arithmetic"], "limit": 4, "max_new_tokens": 4, "batch_size": 4,
+                 "final_samples": 2},
     }
     path = tmp_path / "pipeline.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
@@ -82,7 +83,11 @@ def test_pipeline_runs_stages_then_skips_them_then_reruns_from_one(pipeline_yaml
     table = run_pipeline(config, log=lambda *_: None)
     assert list(table) == ["sft", "grpo"] and set(table["sft"]) == {"arithmetic"}
     out = Path(config.output_dir)
-    assert "| stage | arithmetic |" in (out / "results.md").read_text()
+    results = (out / "results.md").read_text()
+    assert "| stage | from | arithmetic (n=4) |" in results
+    # the same model copied: no change, bold as the stage's target; the last stage samples: pass@k and maj@k
+    assert "| grpo | sft | **0.000 (+0.000 ± 0.000)** |" in results
+    assert "| benchmark | pass@2 | maj@2 | pass@1 |" in results
     assert (out / "stages.png").stat().st_size > 0
     assert runs(pipeline_yaml) == ["sft", "grpo"]
 
@@ -96,6 +101,11 @@ def test_pipeline_runs_stages_then_skips_them_then_reruns_from_one(pipeline_yaml
 def test_unknown_stage_and_bad_keys_are_clear_errors(pipeline_yaml: Path, tmp_path: Path):
     with pytest.raises(ValueError, match="not a stage of this pipeline"):
         run_pipeline(load_pipeline_config(pipeline_yaml), from_stage="nope")
+    config = json.loads(pipeline_yaml.read_text())
+    config["stages"][1]["targets"] = ["gsm8k"]
+    pipeline_yaml.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"stages\[1\].targets: \['gsm8k'\] are not among eval.benchmarks"):
+        load_pipeline_config(pipeline_yaml)
     bad = tmp_path / "bad.yaml"
     bad.write_text("output_dir: x\nstages:\n  - {name: a, recipe: r.py, config: c.yaml, epochs: 3}\n")
     with pytest.raises(ValueError, match=r"bad.yaml: stages\[0\].*epochs"):
