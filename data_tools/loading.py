@@ -62,13 +62,13 @@ def split_at_answer(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]
 
 def load_prompts(
     dataset_path: str | Path | None = None, tasks: str | Sequence[str] = ("arithmetic",), n: int = 2000, seed: int = 0,
-    split: str = "train", unlabeled: Sequence[str] = (), **options: Any,
+    split: str = "train", unlabeled: Sequence[str] = (), unlabeled_n: int | None = None, **options: Any,
 ) -> Dataset:
     """A prompt set for GRPO or eval: `prompt` (a one-message user conversation), `solution`, `tests`,
     `entry_point`, `id`, `domain`, `source`, `reference` (the worked answer, None where the rows have none). From
     `dataset_path` (a built mix dir or any source the mix builder reads; everything before the first assistant
     turn is the prompt, that turn the reference) or, when None, `n` builtin prompts per task in `tasks`, those of
-    the tasks in `unlabeled` without labels.
+    `unlabeled_n` (default `n`) per task in `unlabeled` without labels.
 
     >>> load_prompts(tasks=["arithmetic"], n=3).column_names[:2]
     ['prompt', 'solution']
@@ -77,7 +77,8 @@ def load_prompts(
         raise UserError(f"unlabeled tasks {list(unlabeled)} are builtin tasks: they do not apply to {dataset_path} "
                         "(leave the labels out of the file instead)")
     if dataset_path is None:
-        return prompt_dataset(tasks, n, seed=seed, split=split, unlabeled=unlabeled, **options)
+        return prompt_dataset(tasks, n, seed=seed, split=split, unlabeled=unlabeled, unlabeled_n=unlabeled_n,
+                              **options)
     rows = _read_any(str(dataset_path), require_response=False)
 
     def to_prompt(messages: list[dict[str, str]]) -> dict[str, Any]:

@@ -51,6 +51,8 @@ class GRPOScriptArguments:
                                                 "of the same task): for rewards that read no gold, e.g. vote."}
     )
     num_prompts: int = field(default=2000, metadata={"help": "Builtin prompts per task (train split)."})
+    unlabeled_prompts: int | None = field(default=None, metadata={"help": "Prompts per unlabeled task (default: "
+                                                                          "num_prompts)."})
     task_options: str | None = field(  # YAML may give a mapping directly
         default=None, metadata={"help": "Options of the builtin task generator, a JSON object (e.g. digit counts)."}
     )
@@ -79,7 +81,8 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         dataset = load_prompts(
             script_args.dataset_path, tasks=script_args.tasks, n=script_args.num_prompts,
             seed=script_args.prompts_seed, split="train",
-            unlabeled=script_args.unlabeled_tasks, **(_json(script_args.task_options) or {}),
+            unlabeled=script_args.unlabeled_tasks, unlabeled_n=script_args.unlabeled_prompts,
+            **(_json(script_args.task_options) or {}),
         )
     rewards.check_columns(reward_funcs, dataset.column_names, rows=dataset)
 

@@ -1,7 +1,7 @@
 """MTP refresh: after RL, retrain only the MTP module on the policy's own samples so its drafts match again.
 
     accelerate launch recipes/mtp_refresh.py --config recipes/configs/tiny/mtp_refresh.yaml \
-        --model_name_or_path outputs/tiny/grpo/final [--key value ...]
+        --model_name_or_path outputs/tiny/grpo_from_sft/final [--key value ...]
 
 RL moves the main model; the MTP module (not trained in RL) keeps drafting for the old policy and its acceptance,
 so the serving speed-up, decays. This stage:

@@ -115,18 +115,18 @@ def generate(task: str, n: int, seed: int = 0, split: str = "train", **options: 
 
 def prompt_dataset(
     tasks: str | Sequence[str], n: int, seed: int = 0, split: str = "heldout", chat: bool = True,
-    unlabeled: Sequence[str] = (), **options: Any
+    unlabeled: Sequence[str] = (), unlabeled_n: int | None = None, **options: Any
 ):
     """A `datasets.Dataset` of prompts for GRPO or eval: `n` rows per task, columns `prompt`, `solution`, `tests`,
     `entry_point`, `id`, `domain`, `source`, `reference` (the generator's worked answer, for the `steps` reward);
     `prompt` is a one-message user conversation when `chat` (so trainers apply the chat template), else the user
-    text. `unlabeled` tasks add `n` rows each, drawn with `seed + 1` (other problems, mostly, where a task is in both
+    text. `unlabeled` tasks add `unlabeled_n` (default `n`) rows each, drawn with `seed + 1` (other problems, mostly, where a task is in both
     lists, mostly), without labels (`solution`, `tests`, `entry_point`, `reference` None): prompts for rewards that read no
     gold, such as `vote`. `options` apply to a single task only.
 
-    >>> ds = prompt_dataset("arithmetic", 3, split="heldout", unlabeled=["arithmetic"])
+    >>> ds = prompt_dataset("arithmetic", 3, split="heldout", unlabeled=["arithmetic"], unlabeled_n=2)
     >>> ds.num_rows, ds[0]["prompt"][0]["role"], ds[0]["solution"] is None, ds[3]["solution"] is None
-    (6, 'user', False, True)
+    (5, 'user', False, True)
     >>> ds[0]["prompt"] != ds[3]["prompt"]
     True
     """
@@ -139,9 +139,10 @@ def prompt_dataset(
                                                       "source", "reference")}
     if options and unlabeled and list(unlabeled) != names:
         raise UserError(f"prompt_dataset: options {sorted(options)} apply to one task, got unlabeled {list(unlabeled)}")
-    runs = [(name, seed, True) for name in names] + [(name, seed + 1, False) for name in unlabeled]
-    for name, task_seed, labelled in runs:
-        for row in iter_rows(name, n, seed=task_seed, split=split, **options):
+    runs = [(name, n, seed, True) for name in names]
+    runs += [(name, n if unlabeled_n is None else unlabeled_n, seed + 1, False) for name in unlabeled]
+    for name, rows, task_seed, labelled in runs:
+        for row in iter_rows(name, rows, seed=task_seed, split=split, **options):
             row["prompt"] = [{"role": "user", "content": row["prompt"]}] if chat else row["prompt"]
             row["reference"] = row["messages"][-1]["content"]
             if not labelled:
