@@ -8,7 +8,7 @@ checkpoint; `from_stage` reruns from one stage on.
 
 >>> config = load_pipeline_config("recipes/configs/tiny/pipeline.yaml")
 >>> [stage.name for stage in config.stages]
-['sft', 'distill', 'grpo', 'mtp_refresh']
+['sft', 'reasoner', 'distill', 'reward_model', 'grpo', 'mtp_refresh']
 """
 
 from __future__ import annotations
