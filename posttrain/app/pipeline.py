@@ -168,8 +168,8 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=None
             continue
         last = stage.name == evaluated[-1]
         cached = out / "eval" / f"{stage.name}.json"
-        if not cached.is_file() or "correct" not in _read(cached) or (
-                last and config.eval.final_samples and "sampled" not in _read(cached)):
+        have = _read(cached) if cached.is_file() else {}
+        if "correct" not in have or (last and config.eval.final_samples and "sampled" not in have):
             start = time.perf_counter()
             sampled = (stage.targets or config.eval.benchmarks) if last else []
             write_atomic(cached, json.dumps(evaluate_stage(config, final, out / "eval" / stage.name, sampled)))
@@ -228,7 +228,19 @@ def stage_gains(config: PipelineConfig, evals: dict[str, dict[str, Any]]) -> dic
 def results_markdown(config: PipelineConfig, evals: dict[str, dict[str, Any]],
                      timings: dict[str, float] | None = None) -> str:
     """The stage x benchmark table of greedy pass@1 on the held-out sets, with each stage's change from the stage it
-    trains from (paired standard error; targeted benchmarks in bold), the last stage's pass@k and maj@k, dated."""
+    trains from (paired standard error; targeted benchmarks in bold), the last stage's pass@k and maj@k, dated.
+
+    >>> config = PipelineConfig("out", [Stage("sft", "sft.py", "sft.yaml"),
+    ...                                 Stage("rl", "grpo.py", "grpo.yaml", {"model_name_or_path": "{sft}"},
+    ...                                       targets=["math"])])
+    >>> evals = {"sft": {"pass@1": {"math": 0.5}, "correct": {"math": [1, 0]}},
+    ...          "rl": {"pass@1": {"math": 1.0}, "correct": {"math": [1, 1]}}}
+    >>> print("\\n".join(results_markdown(config, evals).splitlines()[2:6]))
+    | stage | from | math (n=2) |
+    |---|---|---|
+    | sft | - | 0.500 |
+    | rl | sft | **1.000 (+0.500 ± 0.500)** |
+    """
     from eval.metrics import binomial_se
 
     gains = stage_gains(config, evals)
