@@ -323,6 +323,6 @@ def run_distill(
     write_atomic(marker, json.dumps({"fingerprint": fingerprint, "selection": selection, "errors": stats["errors"],
                                      "samples": stats["samples"], "kept": stats["kept"]}))
     (log or logger.info)(f"distill: {stats['samples']} samples, {stats['verified']} verified "
-                         f"({stats['acceptance_rate']:.1%}), {stats['kept']} kept, {stats['originals']} original responses: "
-                         f"{len(rows)} rows in {data_path}")
+                         f"({stats['acceptance_rate']:.1%}), {stats['kept']} kept, {stats['originals']} original "
+                         f"responses: {len(rows)} rows in {data_path}")
     return DistillResult(out, data_path, stats)

@@ -120,9 +120,9 @@ def prompt_dataset(
     """A `datasets.Dataset` of prompts for GRPO or eval: `n` rows per task, columns `prompt`, `solution`, `tests`,
     `entry_point`, `id`, `domain`, `source`, `reference` (the generator's worked answer, for the `steps` reward);
     `prompt` is a one-message user conversation when `chat` (so trainers apply the chat template), else the user
-    text. `unlabeled` tasks add `unlabeled_n` (default `n`) rows each, drawn with `seed + 1` (other problems, mostly, where a task is in both
-    lists, mostly), without labels (`solution`, `tests`, `entry_point`, `reference` None): prompts for rewards that read no
-    gold, such as `vote`. `options` apply to a single task only.
+    text. `unlabeled` tasks add `unlabeled_n` (default `n`) rows each, drawn with `seed + 1` (mostly other problems
+    where a task is in both lists), without labels (`solution`, `tests`, `entry_point`, `reference` None): prompts
+    for rewards that read no gold, such as `vote`. `options` apply to a single task only.
 
     >>> ds = prompt_dataset("arithmetic", 3, split="heldout", unlabeled=["arithmetic"], unlabeled_n=2)
     >>> ds.num_rows, ds[0]["prompt"][0]["role"], ds[0]["solution"] is None, ds[3]["solution"] is None

@@ -143,7 +143,6 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=None
         shutil.rmtree(stage_dir(config, config.stages[names.index(name)]), ignore_errors=True)
         (out / "eval" / f"{name}.json").unlink(missing_ok=True)
 
-    table: dict[str, dict[str, float]] = {}
     evals: dict[str, dict[str, Any]] = {}
     timings: dict[str, float] = {}
     evaluated = [s.name for s in config.stages if s.evaluate]
@@ -168,23 +167,20 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, log=None
             continue
         last = stage.name == evaluated[-1]
         cached = out / "eval" / f"{stage.name}.json"
-        have = _read(cached) if cached.is_file() else {}
-        if "correct" not in have or (last and config.eval.final_samples and "sampled" not in have):
+        record = json.loads(cached.read_text()) if cached.is_file() else {}
+        if "correct" not in record or (last and config.eval.final_samples and "sampled" not in record):
             start = time.perf_counter()
             sampled = (stage.targets or config.eval.benchmarks) if last else []
-            write_atomic(cached, json.dumps(evaluate_stage(config, final, out / "eval" / stage.name, sampled)))
+            record = evaluate_stage(config, final, out / "eval" / stage.name, sampled)
+            write_atomic(cached, json.dumps(record))
             timings[f"eval:{stage.name}"] = time.perf_counter() - start
-        evals[stage.name] = _read(cached)
-        table[stage.name] = evals[stage.name]["pass@1"]
-        log(f"[pipeline] {stage.name}: " + ", ".join(f"{b} {v:.3f}" for b, v in table[stage.name].items()))
+        evals[stage.name] = record
+        log(f"[pipeline] {stage.name}: " + ", ".join(f"{b} {v:.3f}" for b, v in evals[stage.name]["pass@1"].items()))
     write_atomic(out / "results.md", results_markdown(config, evals, timings))
+    table = {name: record["pass@1"] for name, record in evals.items()}
     plot_stages(table, out / "stages.png")
     log((out / "results.md").read_text())
     return table
-
-
-def _read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
 
 
 def evaluate_stage(config: PipelineConfig, model: Path, output_dir: Path, sampled: list[str]) -> dict[str, Any]:
